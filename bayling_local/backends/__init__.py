@@ -1,0 +1,105 @@
+"""Backends: one protocol (`base.Backend`), one registry, one module per runtime.
+
+Built-in backends register through the same `register_backend` hook that plugins use (entry point
+group `bayling_local.backends`, each pointing at a `BackendSpec`); the heavy runtime is imported only
+when a model is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from bayling_local.backends.base import Backend, LoadOptions
+from bayling_local.errors import BackendUnavailableError
+
+ENTRY_POINT_GROUP = "bayling_local.backends"
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """How to find and load one backend, described as data."""
+
+    name: str
+    formats: tuple[str, ...]
+    """Artifact formats it loads: `gguf`, `onnx`, `hf`."""
+    module: str
+    class_name: str
+    requires: str
+    """Import name of the runtime library, checked before loading."""
+    install_hint: str
+    devices: tuple[str, ...] = ("cpu",)
+
+    def is_installed(self) -> bool:
+        return importlib.util.find_spec(self.requires) is not None
+
+    def load(self, path: Path, options: LoadOptions) -> Backend:
+        if not self.is_installed():
+            raise BackendUnavailableError(
+                f"the {self.name} backend needs the '{self.requires}' package; {self.install_hint}"
+            )
+        backend_class = getattr(importlib.import_module(self.module), self.class_name)
+        return backend_class.load(path, options)
+
+
+_REGISTRY: dict[str, BackendSpec] = {}
+_plugins_loaded = False
+
+
+def register_backend(spec: BackendSpec) -> None:
+    _REGISTRY[spec.name] = spec
+
+
+def registered_backends() -> dict[str, BackendSpec]:
+    _load_plugins()
+    return dict(_REGISTRY)
+
+
+def backend_for_format(artifact_format: str, preferred: str | None = None) -> BackendSpec:
+    """The backend to load an artifact of `artifact_format` (the installed one first)."""
+    candidates = [s for s in registered_backends().values() if artifact_format in s.formats]
+    if preferred:
+        candidates = [s for s in candidates if s.name == preferred]
+    if not candidates:
+        names = ", ".join(registered_backends())
+        raise BackendUnavailableError(
+            f"no backend {'named ' + repr(preferred) + ' ' if preferred else ''}loads '{artifact_format}' "
+            f"artifacts (backends: {names})"
+        )
+    installed = [s for s in candidates if s.is_installed()]
+    return (installed or candidates)[0]
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        register_backend(entry_point.load())
+
+
+LLAMA_CPP = BackendSpec(
+    name="llama.cpp",
+    formats=("gguf",),
+    module="bayling_local.backends.llamacpp",
+    class_name="LlamaCppBackend",
+    requires="llama_cpp",
+    install_hint="run `pip install 'bayling-local[llama]'` (see README for CUDA and Metal builds)",
+    devices=("cpu", "cuda", "metal"),
+)
+TRANSFORMERS = BackendSpec(
+    name="transformers",
+    formats=("hf", "gguf"),
+    module="bayling_local.backends.hf",
+    class_name="HFBackend",
+    requires="transformers",
+    install_hint="run `pip install 'bayling-local[convert]'`",
+    devices=("cpu", "cuda"),
+)
+
+for _spec in (LLAMA_CPP, TRANSFORMERS):
+    register_backend(_spec)

@@ -1,0 +1,162 @@
+"""The one protocol every backend (llama.cpp, ONNX Runtime, transformers) implements.
+
+Backends work on raw prompts and token ids; chat formats, context fitting and translation live above
+them (`bayling_local.model`), so a new backend is one module that implements `Backend`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Generator, Iterator, Literal, Protocol, Sequence, runtime_checkable
+
+Device = Literal["auto", "cpu", "cuda", "metal", "coreml"]
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "metal", "coreml")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load a model."""
+
+    device: str = "auto"
+    """`auto` uses the best accelerator this build has, `cpu` none; `cuda`, `metal`, `coreml` demand one."""
+    threads: int | None = None
+    """CPU threads for generation; None lets the backend choose (llama.cpp: physical cores)."""
+    context_length: int | None = None
+    """Context window in tokens; None takes the model's trained length, capped at 8192."""
+    allow_pickle: bool = False
+    """Allow loading pickled (`.bin`/`.pt`) weights; off by default because pickle runs code."""
+    trust_remote_code: bool = False
+    """Allow model code shipped with a checkpoint; off unless the user asks."""
+
+
+DEFAULT_CONTEXT_CAP = 8192
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Sampling and stopping settings; the same meaning on every backend."""
+
+    max_tokens: int = 512
+    """Most tokens to generate."""
+    temperature: float = 0.0
+    """0 means greedy decoding (deterministic)."""
+    top_p: float = 0.95
+    top_k: int = 40
+    repeat_penalty: float = 1.0
+    seed: int | None = None
+    """Sampling seed; None picks a fresh one each call."""
+    stop: tuple[str, ...] = ()
+    """Stop strings: generation ends before the first one, which is not returned."""
+    stop_token_ids: tuple[int, ...] = ()
+    """Token ids that end generation (in addition to the model's own end-of-generation tokens)."""
+
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass
+class Completion:
+    """The full result of one generation."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    prompt_tokens: int = 0
+    finish_reason: FinishReason = "stop"
+
+
+@dataclass(frozen=True)
+class ContinuationScore:
+    """Log-probability of one continuation given a prompt (natural log)."""
+
+    continuation: str
+    token_ids: tuple[int, ...]
+    token_logprobs: tuple[float, ...]
+
+    @property
+    def logprob(self) -> float:
+        return float(sum(self.token_logprobs))
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.logprob / max(1, len(self.token_logprobs))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a loaded model says about itself (read from the artifact)."""
+
+    architecture: str
+    context_length: int
+    """The context window in use (not necessarily the trained one)."""
+    trained_context_length: int
+    vocab_size: int
+    bos_token: str | None
+    eos_token: str | None
+    add_bos: bool
+    chat_template: str | None
+    end_of_generation_ids: frozenset[int]
+    device: str
+    """The device actually in use, e.g. `cpu` or `cuda`."""
+
+
+Prompt = str | Sequence[int]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A loaded model that can tokenize, generate and score.
+
+    Prompts are raw text (special tokens such as `<|eot_id|>` are parsed) or token ids. `cancel` is
+    checked between tokens; a set event ends generation with finish_reason "cancelled".
+    """
+
+    name: str
+    info: ModelInfo
+
+    def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]: ...
+
+    def detokenize(self, token_ids: Sequence[int]) -> str: ...
+
+    def stream(
+        self, prompt: Prompt, config: GenerationConfig, cancel: threading.Event | None = None
+    ) -> TextStream:
+        """Text pieces as they are generated; `.completion` is set once the stream is exhausted."""
+        ...
+
+    def generate_batch(
+        self, prompts: Sequence[Prompt], config: GenerationConfig, cancel: threading.Event | None = None
+    ) -> list[Completion]: ...
+
+    def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[ContinuationScore]: ...
+
+    def close(self) -> None: ...
+
+
+class TextStream:
+    """Iterate to receive text pieces; afterwards `completion` holds the whole result.
+
+    Wraps a generator that yields pieces and *returns* its Completion, so callers can stream with a
+    plain `for` loop and still get token counts and the finish reason.
+    """
+
+    def __init__(self, pieces: Generator[str, None, Completion]):
+        self._pieces = pieces
+        self.completion: Completion | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        self.completion = yield from self._pieces
+
+    def collect(self) -> Completion:
+        """Run the stream to its end and return its Completion."""
+        for _ in self:
+            pass
+        assert self.completion is not None
+        return self.completion
+
+
+def resolve_context_length(requested: int | None, trained: int) -> int:
+    """The context window to allocate: the request, else the trained length capped for memory."""
+    if requested is not None:
+        return requested
+    return min(trained, DEFAULT_CONTEXT_CAP) if trained > 0 else DEFAULT_CONTEXT_CAP

@@ -1,0 +1,521 @@
+"""The transformers backend: the reference `Backend` for Llama checkpoints (Hugging Face folders, or
+GGUF files that transformers dequantizes), used by tests and to verify converted models.
+
+Correctness over speed: one sequence at a time, a hand-written decoding loop over the KV cache so that
+stops and cancellation are exact, sampling on the CPU in float32 so a seed means the same tokens on
+any device.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Generator, Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from bayling_local.backends.base import (
+    Completion,
+    ContinuationScore,
+    FinishReason,
+    GenerationConfig,
+    LoadOptions,
+    ModelInfo,
+    Prompt,
+    TextStream,
+    resolve_context_length,
+)
+from bayling_local.errors import (
+    BackendUnavailableError,
+    ContextOverflowError,
+    InputTextError,
+    InvalidModelFileError,
+    ModelNotFoundError,
+)
+from bayling_local.gguf_header import read_gguf_header
+
+SUPPORTED_MODEL_TYPE = "llama"
+SUPPORTED_CLASS = "LlamaForCausalLM"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
+REPLACEMENT_CHAR = "\ufffd"
+"""What a decoder shows for an incomplete UTF-8 sequence; held back until the next token completes it."""
+
+# Errors transformers, safetensors and tokenizers raise for a file they cannot read.
+_LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where from_pretrained finds a checkpoint: a folder, or a GGUF file inside a folder."""
+
+    path: Path
+    folder: Path
+    gguf_file: str | None = None
+    use_safetensors: bool | None = None
+
+    def pretrained_kwargs(self, options: LoadOptions) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": options.trust_remote_code}
+        if self.gguf_file is not None:
+            kwargs["gguf_file"] = self.gguf_file
+        return kwargs
+
+
+class HFBackend:
+    """A Llama model loaded with transformers; implements `bayling_local.backends.base.Backend`."""
+
+    name = "transformers"
+
+    def __init__(self, model: Any, tokenizer: Any, info: ModelInfo):
+        self._model = model
+        self._tokenizer = tokenizer
+        self.info = info
+
+    @classmethod
+    def load(cls, path: Path, options: LoadOptions) -> HFBackend:
+        """Load a Hugging Face checkpoint folder or a `.gguf` file of a Llama model."""
+        device = select_device(options.device)
+        if options.threads:
+            torch.set_num_threads(options.threads)  # process-wide: torch has no per-model setting
+        source = _find_source(Path(path), options)
+        tokenizer = _load_tokenizer(source, options)
+        model = _load_model(source, options, device)
+        return cls(model, tokenizer, _model_info(model, tokenizer, options, device))
+
+    @property
+    def model(self) -> Any:
+        """The loaded transformers model, for comparing logits against converted artifacts."""
+        return self._model
+
+    # Tokens
+
+    def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
+        """Ids of `text`, special tokens in it parsed; BOS prepended only if asked and not already there."""
+        ids = list(self._tokenizer.encode(text, add_special_tokens=False))
+        bos_id, bos_text = self._tokenizer.bos_token_id, self._tokenizer.bos_token
+        if add_bos and bos_id is not None and not (bos_text and text.startswith(bos_text)):
+            ids.insert(0, bos_id)
+        return ids
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(
+            list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False
+        )
+
+    # Generation
+
+    def stream(
+        self, prompt: Prompt, config: GenerationConfig, cancel: threading.Event | None = None
+    ) -> TextStream:
+        """Text pieces as they are generated; raises ContextOverflowError at once for a too-long prompt."""
+        prompt_ids = self._prompt_ids(prompt)
+        self._check_fits(len(prompt_ids), "prompt")
+        return TextStream(self._generate(prompt_ids, config, cancel))
+
+    def generate_batch(
+        self, prompts: Sequence[Prompt], config: GenerationConfig, cancel: threading.Event | None = None
+    ) -> list[Completion]:
+        return [self.stream(prompt, config, cancel).collect() for prompt in prompts]
+
+    def _generate(
+        self, prompt_ids: list[int], config: GenerationConfig, cancel: threading.Event | None
+    ) -> Generator[str, None, Completion]:
+        sampler = Sampler(config)
+        text = StopStringText(self.detokenize, config.stop)
+        stop_ids = self.info.end_of_generation_ids | set(config.stop_token_ids)
+        budget = min(config.max_tokens, self.info.context_length - len(prompt_ids))
+        generated: list[int] = []
+        cache, pending = None, prompt_ids
+        finish: FinishReason = "length"
+        while True:
+            if cancel is not None and cancel.is_set():
+                finish = "cancelled"
+                break
+            if len(generated) >= budget:
+                break
+            logits, cache = self._next_token_logits(pending, cache)
+            token = sampler.pick(logits, prompt_ids + generated)
+            if token in stop_ids:
+                finish = "stop"
+                break
+            generated.append(token)
+            pending = [token]
+            piece = text.update(generated)
+            if piece:
+                yield piece
+            if text.stopped:
+                finish = "stop"
+                break
+        piece = text.flush(generated)
+        if piece:
+            yield piece
+        return Completion(text.released, generated, len(prompt_ids), finish)
+
+    @torch.inference_mode()
+    def _next_token_logits(self, input_ids: list[int], cache: Any) -> tuple[torch.Tensor, Any]:
+        ids = torch.tensor([input_ids], device=self._model.device)
+        output = self._model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return output.logits[0, -1], output.past_key_values
+
+    # Scoring
+
+    def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[ContinuationScore]:
+        """Natural-log probability of each continuation's tokens after the prompt (one forward each)."""
+        prompt_ids = self._prompt_ids(prompt)
+        if isinstance(prompt, str):
+            prompt_text, add_bos = prompt, self.info.add_bos
+        else:  # the decoded ids keep their BOS text, which tokenizes back to BOS
+            prompt_text, add_bos = self.detokenize(prompt_ids), False
+        scores = []
+        for continuation in continuations:
+            full = self.tokenize(prompt_text + continuation, add_bos=add_bos)
+            if full[: len(prompt_ids)] == prompt_ids:
+                continuation_ids = full[len(prompt_ids) :]
+            else:  # the continuation merged with the prompt's last token; score it on its own
+                continuation_ids = self.tokenize(continuation)
+            logprobs = self._continuation_logprobs(prompt_ids, continuation_ids)
+            scores.append(ContinuationScore(continuation, tuple(continuation_ids), logprobs))
+        return scores
+
+    @torch.inference_mode()
+    def _continuation_logprobs(self, prompt_ids: list[int], continuation_ids: list[int]) -> tuple[float, ...]:
+        if not continuation_ids:
+            return ()
+        self._check_fits(len(prompt_ids) + len(continuation_ids), "prompt and continuation")
+        ids = torch.tensor([prompt_ids + continuation_ids], device=self._model.device)
+        # The logits at the last prompt position and every continuation position but the last.
+        logits = self._model(input_ids=ids, logits_to_keep=len(continuation_ids) + 1).logits[0, :-1]
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        targets = torch.tensor(continuation_ids, device=logprobs.device).unsqueeze(1)
+        return tuple(logprobs.gather(1, targets).squeeze(1).tolist())
+
+    # Shared
+
+    def _prompt_ids(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt: text gets the model's usual BOS (as llama.cpp does), ids are used as given."""
+        if isinstance(prompt, str):
+            ids = self.tokenize(prompt, add_bos=self.info.add_bos)
+        else:
+            ids = [int(token) for token in prompt]
+            bad = [token for token in ids if not 0 <= token < self.info.vocab_size]
+            if bad:
+                raise InputTextError(
+                    f"token id {bad[0]} is outside this model's vocabulary (0..{self.info.vocab_size - 1})"
+                )
+        if not ids:
+            raise InputTextError("the prompt is empty and the model has no BOS token to start from")
+        return ids
+
+    def _check_fits(self, n_tokens: int, what: str) -> None:
+        if n_tokens > self.info.context_length:
+            raise ContextOverflowError(
+                f"the {what} is {n_tokens} tokens but the context window is {self.info.context_length}; "
+                "shorten the input or load the model with a larger context length"
+            )
+
+    def close(self) -> None:
+        on_cuda = self.info.device == "cuda"
+        self._model = None
+        self._tokenizer = None
+        if on_cuda:
+            torch.cuda.empty_cache()
+
+
+# Loading
+
+
+def select_device(requested: str) -> str:
+    """The torch device for a `LoadOptions.device` value; refuses what this backend cannot use."""
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cpu":
+        return "cpu"
+    if requested == "cuda":
+        if torch.cuda.is_available():
+            return "cuda"
+        raise BackendUnavailableError(
+            "device 'cuda' was requested but PyTorch sees no CUDA GPU; install a CUDA build of torch "
+            "or use --device cpu"
+        )
+    raise BackendUnavailableError(
+        f"the transformers backend supports devices cpu and cuda, not '{requested}'; "
+        "use --device cpu, or the llama.cpp backend for metal"
+    )
+
+
+def _find_source(path: Path, options: LoadOptions) -> _Source:
+    if path.is_dir():
+        return _folder_source(path, options)
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return _gguf_source(path)
+    if path.exists():
+        raise InvalidModelFileError(
+            f"{path} is neither a Hugging Face checkpoint folder nor a .gguf file"
+        )
+    raise ModelNotFoundError(f"no model file or folder at {path}")
+
+
+def _gguf_source(path: Path) -> _Source:
+    architecture = read_gguf_header(path).architecture
+    if architecture != SUPPORTED_MODEL_TYPE:
+        raise _unsupported_architecture(path, architecture)
+    return _Source(path, path.parent, gguf_file=path.name)
+
+
+def _folder_source(folder: Path, options: LoadOptions) -> _Source:
+    _check_folder_config(folder)
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise InvalidModelFileError(
+            f"{folder} has no tokenizer (tokenizer.json or tokenizer.model); "
+            "copy the tokenizer files from the original model into it"
+        )
+    return _Source(folder, folder, use_safetensors=_use_safetensors(folder, options))
+
+
+def _check_folder_config(folder: Path) -> None:
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise InvalidModelFileError(
+            f"{folder} has no config.json; the transformers backend loads a Hugging Face checkpoint "
+            "folder (config.json, *.safetensors, tokenizer files) or a .gguf file"
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidModelFileError(f"{config_path} is not readable JSON: {_one_line(exc)}") from exc
+    if not isinstance(config, dict):
+        raise InvalidModelFileError(f"{config_path} is not a JSON object")
+    model_type = config.get("model_type")
+    architectures = config.get("architectures") or [SUPPORTED_CLASS]
+    if model_type != SUPPORTED_MODEL_TYPE or SUPPORTED_CLASS not in architectures:
+        found = f"{model_type} ({', '.join(map(str, architectures))})"
+        raise _unsupported_architecture(folder, found)
+
+
+def _unsupported_architecture(path: Path, found: str) -> InvalidModelFileError:
+    return InvalidModelFileError(
+        f"{path} holds a '{found}' model; the transformers backend supports only Llama ({SUPPORTED_CLASS})"
+    )
+
+
+def _use_safetensors(folder: Path, options: LoadOptions) -> bool:
+    """True when the folder has safetensors weights; pickled weights only when the user allowed them."""
+    if any(folder.glob("*.safetensors")):
+        return True
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not pickles:
+        raise InvalidModelFileError(f"{folder} has no weights (*.safetensors)")
+    if not options.allow_pickle:
+        raise InvalidModelFileError(
+            f"{folder} has only pickled weights ({pickles[0]}), which can run code when loaded; "
+            "convert them to safetensors or pass --allow-pickle"
+        )
+    return False
+
+
+def _load_tokenizer(source: _Source, options: LoadOptions) -> Any:
+    try:
+        return AutoTokenizer.from_pretrained(source.folder, **source.pretrained_kwargs(options))
+    except ImportError as exc:
+        raise BackendUnavailableError(f"loading the tokenizer of {source.path} needs: {_one_line(exc)}") from exc
+    except _LOAD_ERRORS as exc:
+        raise InvalidModelFileError(
+            f"could not load the tokenizer of {source.path}: {_one_line(exc)}"
+        ) from exc
+
+
+def _load_model(source: _Source, options: LoadOptions, device: str) -> Any:
+    # float32 on CPU (the reference, and CPUs are slow at half precision); half precision on a GPU so an
+    # 8B model fits in 24 GB.
+    if device == "cpu":
+        dtype = torch.float32
+    else:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source.folder,
+            dtype=dtype,
+            use_safetensors=source.use_safetensors,
+            **source.pretrained_kwargs(options),
+        )
+    except ImportError as exc:
+        raise BackendUnavailableError(f"loading {source.path} needs: {_one_line(exc)}") from exc
+    except _LOAD_ERRORS as exc:
+        raise InvalidModelFileError(f"could not load {source.path} with transformers: {_one_line(exc)}") from exc
+    return model.to(device).eval()
+
+
+def _model_info(model: Any, tokenizer: Any, options: LoadOptions, device: str) -> ModelInfo:
+    config = model.config
+    trained = int(getattr(config, "max_position_embeddings", 0) or 0)
+    return ModelInfo(
+        architecture=SUPPORTED_MODEL_TYPE,
+        context_length=resolve_context_length(options.context_length, trained),
+        trained_context_length=trained,
+        vocab_size=int(config.vocab_size),
+        bos_token=tokenizer.bos_token,
+        eos_token=tokenizer.eos_token,
+        add_bos=_adds_bos_by_default(tokenizer),
+        chat_template=_chat_template(tokenizer),
+        end_of_generation_ids=_end_of_generation_ids(model, tokenizer),
+        device=device,
+    )
+
+
+def _adds_bos_by_default(tokenizer: Any) -> bool:
+    bos_id = tokenizer.bos_token_id
+    if bos_id is None:
+        return False
+    ids = tokenizer.encode("a", add_special_tokens=True)
+    return bool(ids) and ids[0] == bos_id
+
+
+def _chat_template(tokenizer: Any) -> str | None:
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):  # named templates; "default" is the one used for chat
+        template = template.get("default")
+    return template or None
+
+
+def _end_of_generation_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    generation_config = getattr(model, "generation_config", None)
+    candidates = (
+        _id_set(model.config.eos_token_id)
+        | _id_set(getattr(generation_config, "eos_token_id", None))
+        | _id_set(tokenizer.eos_token_id)
+    )
+    # An eos id that the tokenizer treats as plain text is a stale default, not the model's: a config
+    # built with LlamaConfig's default eos_token_id=2 would otherwise stop Llama-3 at every '#'.
+    special = set(tokenizer.all_special_ids)
+    special |= {i for i, token in tokenizer.added_tokens_decoder.items() if getattr(token, "special", False)}
+    return frozenset(i for i in candidates if i in special)
+
+
+def _id_set(value: int | Sequence[int] | None) -> set[int]:
+    if value is None:
+        return set()
+    if isinstance(value, int):
+        return {value}
+    return {int(i) for i in value}
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+# Decoding
+
+
+class Sampler:
+    """Picks the next token from logits: greedy at temperature 0, else temperature, top-k, top-p.
+
+    Works on the CPU in float32 with its own seeded generator, so the same seed gives the same tokens
+    whatever the device.
+    """
+
+    def __init__(self, config: GenerationConfig):
+        self.config = config
+        seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**63)
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def pick(self, logits: torch.Tensor, history: Sequence[int]) -> int:
+        logits = logits.detach().float().cpu().clone()
+        logits = apply_repeat_penalty(logits, history, self.config.repeat_penalty)
+        if self.config.temperature <= 0:
+            return int(torch.argmax(logits))
+        logits = logits / self.config.temperature
+        logits = keep_top_k(logits, self.config.top_k)
+        logits = keep_top_p(logits, self.config.top_p)
+        probs = torch.softmax(logits, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self._generator))
+
+
+def apply_repeat_penalty(logits: torch.Tensor, history: Sequence[int], penalty: float) -> torch.Tensor:
+    """CTRL's penalty (Keskar et al. 2019) on every token already in the sequence; 1.0 is off."""
+    if penalty == 1.0 or not history:
+        return logits
+    seen = torch.tensor(sorted({t for t in history if 0 <= t < logits.shape[-1]}), dtype=torch.long)
+    scores = logits[seen]
+    logits[seen] = torch.where(scores < 0, scores * penalty, scores / penalty)
+    return logits
+
+
+def keep_top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    if top_k <= 0 or top_k >= logits.shape[-1]:
+        return logits
+    kth_best = torch.topk(logits, top_k).values[-1]
+    return logits.masked_fill(logits < kth_best, float("-inf"))
+
+
+def keep_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the most likely tokens whose probabilities first add up to `top_p` (at least one)."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    mass_before = torch.cumsum(probs, dim=-1) - probs
+    drop = mass_before >= top_p
+    drop[0] = False
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(0, order, sorted_logits)
+
+
+class StopStringText:
+    """The generated text, released piece by piece, never past a stop string.
+
+    Each update decodes all generated ids (so multi-byte characters split across tokens come out whole)
+    and releases the new text, except a trailing U+FFFD (bytes the next token may complete) and a tail
+    that could be the start of a stop string.
+    """
+
+    def __init__(self, detokenize: Callable[[Sequence[int]], str], stops: Sequence[str]):
+        self._detokenize = detokenize
+        self._stops = tuple(stop for stop in stops if stop)
+        self.released = ""
+        self.stopped = False
+
+    def update(self, token_ids: Sequence[int]) -> str:
+        """The text newly safe to release now that `token_ids` (all generated so far) are known."""
+        text = self._detokenize(token_ids)
+        stop_at = self._first_stop(text)
+        if stop_at is not None:
+            self.stopped = True
+            return self._release(text, stop_at)
+        return self._release(text, self._safe_end(text))
+
+    def flush(self, token_ids: Sequence[int]) -> str:
+        """Everything not yet released (generation ended without a stop string)."""
+        if self.stopped or not token_ids:
+            return ""
+        text = self._detokenize(token_ids)
+        return self._release(text, len(text))
+
+    def _first_stop(self, text: str) -> int | None:
+        # Released text never holds the start of a stop string, so a match begins after it.
+        found = [text.find(stop, len(self.released)) for stop in self._stops]
+        return min((i for i in found if i >= 0), default=None)
+
+    def _safe_end(self, text: str) -> int:
+        end = len(text)
+        while end > len(self.released) and text[end - 1] == REPLACEMENT_CHAR:
+            end -= 1
+        held = max((_overlap(text[:end], stop) for stop in self._stops), default=0)
+        return end - held
+
+    def _release(self, text: str, end: int) -> str:
+        piece = text[len(self.released) : end]
+        self.released += piece
+        return piece
+
+
+def _overlap(text: str, stop: str) -> int:
+    """Length of the longest tail of `text` that is a proper prefix of `stop`."""
+    for length in range(min(len(stop) - 1, len(text)), 0, -1):
+        if text.endswith(stop[:length]):
+            return length
+    return 0

@@ -1,0 +1,27 @@
+"""`bayling-local doctor`: what this install can run, on which devices, and where things are."""
+
+from __future__ import annotations
+
+from bayling_local.cli.output import print_table
+
+
+def doctor() -> None:
+    """Report backends, devices, the model store and the default model."""
+    from bayling_local import __version__
+    from bayling_local.backends.device import (
+        llama_cpp_report,
+        machine_summary,
+        onnxruntime_report,
+        transformers_report,
+    )
+    from bayling_local.config import config_path
+    from bayling_local.model import default_model_name
+    from bayling_local.store import bayling_home
+
+    print(f"bayling-local {__version__} on {machine_summary()}")
+    print(f"store: {bayling_home()}   config: {config_path()}   default model: {default_model_name()}")
+    reports = [llama_cpp_report(), onnxruntime_report(), transformers_report()]
+    print_table(
+        ("backend", "installed", "version", "devices", "note"),
+        [(r.name, "yes" if r.installed else "no", r.version or "-", ", ".join(r.devices) or "-", r.note) for r in reports],
+    )

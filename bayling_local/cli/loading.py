@@ -1,0 +1,20 @@
+"""Open the model a verb asked for, showing a status line on a terminal while it loads."""
+
+from __future__ import annotations
+
+import sys
+
+from bayling_local.cli.options import load_options
+from bayling_local.model import Model, open_model
+
+
+def open_model_for_cli(
+    model: str | None, device: str, threads: int | None, context: int | None, chat_format: str | None
+) -> Model:
+    options = load_options(device, threads, context)
+    if not sys.stderr.isatty():
+        return open_model(model, options=options, chat_format=chat_format)
+    from rich.console import Console
+
+    with Console(stderr=True).status(f"loading {model or 'the default model'}…"):
+        return open_model(model, options=options, chat_format=chat_format)

@@ -1,0 +1,57 @@
+"""Options shared by every verb that loads a model or generates: defined once, same meaning everywhere."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from bayling_local.backends.base import DEVICES, GenerationConfig, LoadOptions
+
+ModelOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model", "-m",
+        help="Store name or path to an artifact (GGUF file). Default: $BAYLING_MODEL, the config file, "
+        "else the bundled smollm2-135m-instruct.",
+    ),
+]
+DeviceOption = Annotated[
+    str, typer.Option("--device", help=f"Where to run: {', '.join(DEVICES)}. auto uses a GPU when the build has one.")
+]
+ThreadsOption = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads (default: the backend's choice).")]
+ContextOption = Annotated[
+    Optional[int], typer.Option("--context", min=64, help="Context window in tokens (default: the model's, at most 8192).")
+]
+ChatFormatOption = Annotated[
+    Optional[str],
+    typer.Option("--chat-format", help="Override the artifact's chat format: bayling-2, bayling-3, chatml, template."),
+]
+MaxTokensOption = Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Most tokens to generate.")]
+TemperatureOption = Annotated[float, typer.Option("--temperature", min=0.0, help="0 is greedy (deterministic).")]
+TopPOption = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling threshold.")]
+TopKOption = Annotated[int, typer.Option("--top-k", min=0, help="Sample from the k most likely tokens (0: all).")]
+SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed, for repeatable output.")]
+
+
+def load_options(device: str, threads: int | None, context: int | None) -> LoadOptions:
+    from bayling_local.config import load_config
+    from bayling_local.errors import UsageError
+
+    config = load_config()
+    device = device if device != "auto" else str(config.get("device", "auto"))
+    if device not in DEVICES:
+        raise UsageError(f"unknown device '{device}'; choose one of: {', '.join(DEVICES)}")
+    return LoadOptions(
+        device=device,
+        threads=threads or config.get("threads"),
+        context_length=context or config.get("context"),
+    )
+
+
+def generation_config(
+    max_tokens: int | None, temperature: float, top_p: float, top_k: int, seed: int | None, default_max: int = 512
+) -> GenerationConfig:
+    return GenerationConfig(
+        max_tokens=max_tokens or default_max, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed
+    )

@@ -1,0 +1,205 @@
+"""The generation API every front end uses: open a model by name or path, chat, complete, score.
+
+`open_model` resolves `--model` (store name, path, `BAYLING_MODEL`, the config file, the bundled
+default), picks the backend for the artifact's format and the chat format, and returns a `Model`
+that renders messages, fits them into the context window and streams the answer.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from bayling_local.backends import backend_for_format
+from bayling_local.backends.base import (
+    Backend,
+    ContinuationScore,
+    GenerationConfig,
+    LoadOptions,
+    TextStream,
+)
+from bayling_local.backends.decoding import resolve_stop_token_ids
+from bayling_local.catalog import BUNDLED_MODEL_NAME
+from bayling_local.config import load_config
+from bayling_local.errors import ContextOverflowError, ModelNotFoundError
+from bayling_local.prompts import ChatFormat, Message, detect_chat_format, get_chat_format
+from bayling_local.store import StoredModel, get_model
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where an artifact is and what it is, before loading."""
+
+    name: str
+    path: Path
+    format: str
+    chat_format: str | None
+
+
+def default_model_name() -> str:
+    """`BAYLING_MODEL`, else `model` in the config file, else the bundled demo model."""
+    return os.environ.get("BAYLING_MODEL") or load_config().get("model") or BUNDLED_MODEL_NAME
+
+
+def resolve_model(model: str | None) -> ModelSource:
+    """A store name or a path to an artifact (GGUF file, HF checkpoint folder, ONNX folder)."""
+    spec = model or default_model_name()
+    path = Path(spec).expanduser()
+    if path.exists():
+        return ModelSource(path.name, path, artifact_format(path), None)
+    if _looks_like_path(spec):
+        raise ModelNotFoundError(f"{spec} does not exist")
+    stored = get_model(spec)
+    return _source_of(stored)
+
+
+def _looks_like_path(spec: str) -> bool:
+    return os.sep in spec or spec.endswith((".gguf", ".onnx")) or spec.startswith((".", "~"))
+
+
+def _source_of(stored: StoredModel) -> ModelSource:
+    return ModelSource(stored.name, stored.path, stored.manifest.format, stored.manifest.chat_format)
+
+
+def artifact_format(path: Path) -> str:
+    """`gguf`, `hf` or `onnx`, from what the path holds."""
+    if path.is_file():
+        return "onnx" if path.suffix == ".onnx" else "gguf"
+    if (path / "config.json").is_file():
+        return "hf"
+    if any(path.glob("*.onnx")):
+        return "onnx"
+    raise ModelNotFoundError(
+        f"{path} is neither a GGUF file, a Hugging Face checkpoint folder (config.json) nor an ONNX folder"
+    )
+
+
+@dataclass
+class FittedMessages:
+    """Messages that fit the context window, and how many old turns were dropped to get there."""
+
+    messages: list[Message]
+    prompt_tokens: int
+    dropped_turns: int = 0
+
+
+@dataclass
+class Model:
+    """A loaded model with its chat format: the object chat, translate and bench work with."""
+
+    source: ModelSource
+    backend: Backend
+    chat_format: ChatFormat
+    stop_token_ids: tuple[int, ...] = field(default=())
+    stop_strings: tuple[str, ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def context_length(self) -> int:
+        return self.backend.info.context_length
+
+    def chat_config(self, config: GenerationConfig) -> GenerationConfig:
+        """`config` plus the chat format's stops."""
+        return GenerationConfig(
+            **{
+                **config.__dict__,
+                "stop": tuple(dict.fromkeys(config.stop + self.stop_strings)),
+                "stop_token_ids": tuple(dict.fromkeys(config.stop_token_ids + self.stop_token_ids)),
+            }
+        )
+
+    def render(self, messages: Sequence[Message]) -> str:
+        return self.chat_format.render(messages)
+
+    def fit(self, messages: Sequence[Message], reserve: int) -> FittedMessages:
+        """Drop the oldest turns (never the system prompt) until the prompt leaves `reserve` tokens.
+
+        Raises ContextOverflowError when even the last user message alone does not fit.
+        """
+        system = [m for m in messages[:1] if m["role"] == "system"]
+        turns = list(messages[len(system) :])
+        dropped = 0
+        while True:
+            tokens = len(self.backend.tokenize(self.render(system + turns), add_bos=True))
+            if tokens + reserve <= self.context_length or len(turns) <= 1:
+                break
+            turns, dropped = _drop_oldest_exchange(turns), dropped + 1
+        if tokens >= self.context_length:
+            raise ContextOverflowError(
+                f"the message is {tokens} tokens with the chat format; the context window is "
+                f"{self.context_length} tokens (shorten it or raise --context)"
+            )
+        return FittedMessages(system + turns, tokens, dropped)
+
+    def chat(
+        self,
+        messages: Sequence[Message],
+        config: GenerationConfig,
+        cancel: threading.Event | None = None,
+    ) -> tuple[TextStream, FittedMessages]:
+        """Stream the assistant's answer to `messages`, fitted into the context window."""
+        fitted = self.fit(messages, reserve=min(config.max_tokens, self.context_length // 4))
+        prompt = self.render(fitted.messages)
+        return self.backend.stream(prompt, self.chat_config(config), cancel), fitted
+
+    def chat_batch(self, conversations: Sequence[Sequence[Message]], config: GenerationConfig):
+        """Answers for several independent conversations (batched where the backend can)."""
+        prompts = [self.render(self.fit(c, reserve=0).messages) for c in conversations]
+        return self.backend.generate_batch(prompts, self.chat_config(config))
+
+    def complete(
+        self, prompt: str, config: GenerationConfig, cancel: threading.Event | None = None
+    ) -> TextStream:
+        """Raw completion of `prompt`: no chat template, only the model's own end tokens stop it."""
+        return self.backend.stream(prompt, config, cancel)
+
+    def score(self, prompt: str, continuations: Sequence[str]) -> list[ContinuationScore]:
+        return self.backend.score(prompt, continuations)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def _drop_oldest_exchange(turns: list[Message]) -> list[Message]:
+    """Remove the oldest user turn and the assistant answer that follows it."""
+    rest = turns[1:]
+    while rest and rest[0]["role"] != "user" and len(rest) > 1:
+        rest = rest[1:]
+    return rest
+
+
+def open_model(
+    model: str | None = None,
+    *,
+    options: LoadOptions | None = None,
+    chat_format: str | None = None,
+    backend: str | None = None,
+) -> Model:
+    """Load `model` (store name, artifact path, or the default) ready to chat."""
+    source = resolve_model(model)
+    spec = backend_for_format(source.format, preferred=backend)
+    loaded = spec.load(source.path, options or LoadOptions())
+    return _with_chat_format(source, loaded, chat_format)
+
+
+def _with_chat_format(source: ModelSource, backend: Backend, override: str | None) -> Model:
+    info = backend.info
+    format_id = override or source.chat_format or detect_chat_format(info.chat_template)
+    chat_format = get_chat_format(
+        format_id, template=info.chat_template, bos_token=info.bos_token or "", eos_token=info.eos_token or ""
+    )
+    tokenize = lambda text: backend.tokenize(text, add_bos=False)  # noqa: E731
+    stop_ids, extra_strings = resolve_stop_token_ids(tokenize, chat_format.stop_tokens)
+    return Model(
+        source,
+        backend,
+        chat_format,
+        stop_token_ids=tuple(sorted(stop_ids)),
+        stop_strings=chat_format.stop_strings + extra_strings,
+    )

