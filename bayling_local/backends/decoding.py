@@ -33,9 +33,10 @@ class TextAssembler:
         return self._emit(len(self.text) - self._held_back())
 
     def finish(self) -> str:
-        """Flush what is left when generation ends for another reason than a stop string."""
-        if not self.stopped:
-            self.text += self._decoder.decode(b"", final=True)
+        """Flush what is left when generation ends for another reason than a stop string.
+
+        Bytes of a character that the token limit cut in half are dropped, not shown as U+FFFD.
+        """
         return self._emit(len(self.text))
 
     def _emit(self, end: int) -> str:

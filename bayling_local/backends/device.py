@@ -59,7 +59,7 @@ def llama_cpp_report() -> BackendReport:
 
 def _cpu_features(llama_cpp) -> str:
     info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
-    flags = [part.split("=")[0].strip() for part in info.split("|") if part.strip().endswith("= 1")]
+    flags = [part.split("=")[0].split(":")[-1].strip() for part in info.split("|") if part.strip().endswith("= 1")]
     return "CPU features: " + (", ".join(flags) if flags else "baseline")
 
 

@@ -3,11 +3,12 @@ GGUF files that transformers dequantizes), used by tests and to verify converted
 
 Correctness over speed: one sequence at a time, a hand-written decoding loop over the KV cache so that
 stops and cancellation are exact, sampling on the CPU in float32 so a seed means the same tokens on
-any device.
+any device. Tokens, stops and sampling mean what they mean in the llama.cpp backend.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import random
 import threading
@@ -44,6 +45,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
 REPLACEMENT_CHAR = "\ufffd"
 """What a decoder shows for an incomplete UTF-8 sequence; held back until the next token completes it."""
+REPEAT_PENALTY_WINDOW = 64
+"""Tokens the repeat penalty looks back over: llama-cpp-python's default (`last_n_tokens_size`)."""
 
 # Errors transformers, safetensors and tokenizers raise for a file they cannot read.
 _LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError)
@@ -74,6 +77,9 @@ class HFBackend:
         self._model = model
         self._tokenizer = tokenizer
         self.info = info
+        # transformers 5.x renamed forward's `past_key_values` to `cache` (the old name warns until 5.40).
+        forward_parameters = inspect.signature(model.forward).parameters
+        self._cache_argument = "cache" if "cache" in forward_parameters else "past_key_values"
 
     @classmethod
     def load(cls, path: Path, options: LoadOptions) -> HFBackend:
@@ -94,11 +100,15 @@ class HFBackend:
     # Tokens
 
     def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
-        """Ids of `text`, special tokens in it parsed; BOS prepended only if asked and not already there."""
+        """Ids of `text` with special tokens in it parsed.
+
+        `add_bos` prepends BOS when the model's tokenizer adds one by default (`info.add_bos`) and the
+        text does not already start with it, as llama.cpp does; nothing else is added.
+        """
         ids = list(self._tokenizer.encode(text, add_special_tokens=False))
-        bos_id, bos_text = self._tokenizer.bos_token_id, self._tokenizer.bos_token
-        if add_bos and bos_id is not None and not (bos_text and text.startswith(bos_text)):
-            ids.insert(0, bos_id)
+        bos_text = self.info.bos_token
+        if add_bos and self.info.add_bos and not (bos_text and text.startswith(bos_text)):
+            ids.insert(0, self._tokenizer.bos_token_id)
         return ids
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
@@ -113,7 +123,6 @@ class HFBackend:
     ) -> TextStream:
         """Text pieces as they are generated; raises ContextOverflowError at once for a too-long prompt."""
         prompt_ids = self._prompt_ids(prompt)
-        self._check_fits(len(prompt_ids), "prompt")
         return TextStream(self._generate(prompt_ids, config, cancel))
 
     def generate_batch(
@@ -158,8 +167,8 @@ class HFBackend:
     @torch.inference_mode()
     def _next_token_logits(self, input_ids: list[int], cache: Any) -> tuple[torch.Tensor, Any]:
         ids = torch.tensor([input_ids], device=self._model.device)
-        output = self._model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        return output.logits[0, -1], output.past_key_values
+        output = self._model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_argument: cache})
+        return output.logits[0, -1], _output_cache(output)
 
     # Scoring
 
@@ -167,7 +176,7 @@ class HFBackend:
         """Natural-log probability of each continuation's tokens after the prompt (one forward each)."""
         prompt_ids = self._prompt_ids(prompt)
         if isinstance(prompt, str):
-            prompt_text, add_bos = prompt, self.info.add_bos
+            prompt_text, add_bos = prompt, True
         else:  # the decoded ids keep their BOS text, which tokenizes back to BOS
             prompt_text, add_bos = self.detokenize(prompt_ids), False
         scores = []
@@ -185,7 +194,12 @@ class HFBackend:
     def _continuation_logprobs(self, prompt_ids: list[int], continuation_ids: list[int]) -> tuple[float, ...]:
         if not continuation_ids:
             return ()
-        self._check_fits(len(prompt_ids) + len(continuation_ids), "prompt and continuation")
+        n_tokens = len(prompt_ids) + len(continuation_ids)
+        if n_tokens > self.info.context_length:
+            raise ContextOverflowError(
+                f"prompt and continuation are {n_tokens} tokens; the context window is "
+                f"{self.info.context_length} (shorten them or raise --context)"
+            )
         ids = torch.tensor([prompt_ids + continuation_ids], device=self._model.device)
         # The logits at the last prompt position and every continuation position but the last.
         logits = self._model(input_ids=ids, logits_to_keep=len(continuation_ids) + 1).logits[0, :-1]
@@ -196,9 +210,9 @@ class HFBackend:
     # Shared
 
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
-        """Token ids of a prompt: text gets the model's usual BOS (as llama.cpp does), ids are used as given."""
+        """Token ids of a prompt (text gets the model's BOS, ids are used as given) that leave room to generate."""
         if isinstance(prompt, str):
-            ids = self.tokenize(prompt, add_bos=self.info.add_bos)
+            ids = self.tokenize(prompt, add_bos=True)
         else:
             ids = [int(token) for token in prompt]
             bad = [token for token in ids if not 0 <= token < self.info.vocab_size]
@@ -207,15 +221,13 @@ class HFBackend:
                     f"token id {bad[0]} is outside this model's vocabulary (0..{self.info.vocab_size - 1})"
                 )
         if not ids:
-            raise InputTextError("the prompt is empty and the model has no BOS token to start from")
-        return ids
-
-    def _check_fits(self, n_tokens: int, what: str) -> None:
-        if n_tokens > self.info.context_length:
+            raise InputTextError("the prompt is empty and the model adds no BOS token to start from")
+        if len(ids) >= self.info.context_length:
             raise ContextOverflowError(
-                f"the {what} is {n_tokens} tokens but the context window is {self.info.context_length}; "
-                "shorten the input or load the model with a larger context length"
+                f"the input is {len(ids)} tokens; the context window is {self.info.context_length} "
+                "(shorten the input or raise --context)"
             )
+        return ids
 
     def close(self) -> None:
         on_cuda = self.info.device == "cuda"
@@ -403,6 +415,11 @@ def _id_set(value: int | Sequence[int] | None) -> set[int]:
     return {int(i) for i in value}
 
 
+def _output_cache(output: Any) -> Any:
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
 def _one_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
@@ -412,10 +429,11 @@ def _one_line(exc: BaseException) -> str:
 
 
 class Sampler:
-    """Picks the next token from logits: greedy at temperature 0, else temperature, top-k, top-p.
+    """Picks the next token from logits: greedy at temperature 0, else top-k, top-p, then temperature.
 
-    Works on the CPU in float32 with its own seeded generator, so the same seed gives the same tokens
-    whatever the device.
+    The order is llama.cpp's sampler chain (penalties, top-k, top-p, temperature), so a config gives the
+    same distribution on both backends; transformers' `generate` applies the temperature first. Works on
+    the CPU in float32 with its own seeded generator: the same seed gives the same tokens on any device.
     """
 
     def __init__(self, config: GenerationConfig):
@@ -425,18 +443,18 @@ class Sampler:
 
     def pick(self, logits: torch.Tensor, history: Sequence[int]) -> int:
         logits = logits.detach().float().cpu().clone()
-        logits = apply_repeat_penalty(logits, history, self.config.repeat_penalty)
+        recent = history[-REPEAT_PENALTY_WINDOW:]
+        logits = apply_repeat_penalty(logits, recent, self.config.repeat_penalty)
         if self.config.temperature <= 0:
             return int(torch.argmax(logits))
-        logits = logits / self.config.temperature
         logits = keep_top_k(logits, self.config.top_k)
         logits = keep_top_p(logits, self.config.top_p)
-        probs = torch.softmax(logits, dim=-1)
+        probs = torch.softmax(logits / self.config.temperature, dim=-1)
         return int(torch.multinomial(probs, 1, generator=self._generator))
 
 
 def apply_repeat_penalty(logits: torch.Tensor, history: Sequence[int], penalty: float) -> torch.Tensor:
-    """CTRL's penalty (Keskar et al. 2019) on every token already in the sequence; 1.0 is off."""
+    """CTRL's penalty (Keskar et al. 2019) on every token in `history`; 1.0 is off."""
     if penalty == 1.0 or not history:
         return logits
     seen = torch.tensor(sorted({t for t in history if 0 <= t < logits.shape[-1]}), dtype=torch.long)
@@ -470,7 +488,8 @@ class StopStringText:
 
     Each update decodes all generated ids (so multi-byte characters split across tokens come out whole)
     and releases the new text, except a trailing U+FFFD (bytes the next token may complete) and a tail
-    that could be the start of a stop string.
+    that could be the start of a stop string. Like `decoding.TextAssembler` (the llama.cpp backend's),
+    bytes of a character cut in half when generation ends are dropped, not shown as U+FFFD.
     """
 
     def __init__(self, detokenize: Callable[[Sequence[int]], str], stops: Sequence[str]):
@@ -489,21 +508,26 @@ class StopStringText:
         return self._release(text, self._safe_end(text))
 
     def flush(self, token_ids: Sequence[int]) -> str:
-        """Everything not yet released (generation ended without a stop string)."""
+        """What was held back for a stop string (generation ended for another reason)."""
         if self.stopped or not token_ids:
             return ""
         text = self._detokenize(token_ids)
-        return self._release(text, len(text))
+        return self._release(text, self._complete_end(text))
 
     def _first_stop(self, text: str) -> int | None:
         # Released text never holds the start of a stop string, so a match begins after it.
         found = [text.find(stop, len(self.released)) for stop in self._stops]
         return min((i for i in found if i >= 0), default=None)
 
-    def _safe_end(self, text: str) -> int:
+    def _complete_end(self, text: str) -> int:
+        """Where the text ends without its trailing U+FFFD (an unfinished character)."""
         end = len(text)
         while end > len(self.released) and text[end - 1] == REPLACEMENT_CHAR:
             end -= 1
+        return end
+
+    def _safe_end(self, text: str) -> int:
+        end = self._complete_end(text)
         held = max((_overlap(text[:end], stop) for stop in self._stops), default=0)
         return end - held
 

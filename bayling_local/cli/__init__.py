@@ -44,9 +44,9 @@ def _root(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; every error becomes one line on stderr and an exit code (2: usage, 1: failure)."""
-    import click
-
     from bayling_local.errors import BaylingError
+
+    click = _click_exceptions()
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
@@ -54,11 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = typer.main.get_command(app).main(args=args, prog_name="bayling-local", standalone_mode=False)
         return result if isinstance(result, int) else 0
-    except click.exceptions.Exit as done:
+    except typer.Exit as done:
         return done.exit_code
+    except getattr(click, "NoArgsIsHelpError", ()):
+        return 0  # the help was printed
     except click.ClickException as error:
         return _fail(error.format_message(), error.exit_code, debug)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         print("bayling-local: interrupted", file=sys.stderr)
         return 130
     except BaylingError as error:
@@ -68,6 +70,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as error:  # the last net: a library error we did not translate
         return _fail(f"unexpected {type(error).__name__}: {error} (rerun with --debug for details)", 1, debug)
+
+
+def _click_exceptions():
+    """The click exceptions module typer raises: its vendored copy (typer >= 0.29) or click itself."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # older typer depends on click
+        from click import exceptions
+    return exceptions
 
 
 def _fail(message: str, code: int, debug: bool) -> int:

@@ -1,0 +1,153 @@
+"""The `bayling-local` command as a user runs it: real subprocesses, the real bundled model."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import run_cli
+
+HEAVY_MODULES = ("torch", "transformers", "llama_cpp", "onnxruntime", "textual", "numpy", "deepspeed")
+
+
+def assert_one_line_error(result, *, code=None, contains=""):
+    stderr = result.stderr.decode("utf-8")
+    assert result.returncode != 0, stderr
+    if code is not None:
+        assert result.returncode == code, stderr
+    assert "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith("bayling-local: error:"), stderr
+    assert contains in stderr, stderr
+
+
+def test_help_imports_no_heavy_library():
+    code = (
+        "import sys; from bayling_local.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert "translate" in result.stdout and "chat" in result.stdout
+
+
+def test_translate_one_target_prints_one_line_per_input_line():
+    result = run_cli("translate", "--to", "fr", "--max-tokens", "12", stdin="Good morning.\nThank you.\n")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode("utf-8").splitlines()
+    assert len(lines) == 2 and all(line.strip() for line in lines)
+
+
+def test_translate_several_targets_prints_code_tab_translation_grouped_by_line():
+    result = run_cli("translate", "--to", "sw,yo,zh", "--max-tokens", "10", stdin="Good morning.\nThank you.\n")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("\t", 1) for line in result.stdout.decode("utf-8").splitlines()]
+    assert [code for code, _ in rows] == ["swh_Latn", "yor_Latn", "zho_Hans"] * 2
+
+
+def test_translate_text_arguments_are_one_text():
+    result = run_cli("translate", "--to", "de", "--max-tokens", "10", "Good", "morning")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.decode("utf-8").splitlines()) == 1
+
+
+def test_chat_streams_an_answer_and_handles_commands():
+    result = run_cli("chat", "--max-tokens", "16", "--seed", "3", stdin="Hello!\n/reset\n/exit\nignored\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode("utf-8").strip()
+    assert "conversation cleared" in result.stderr.decode("utf-8")
+
+
+def test_generate_continues_raw_text():
+    result = run_cli("generate", "--max-tokens", "8", "The river flows")
+    assert result.returncode == 0 and result.stdout.strip()
+
+
+def test_languages_lists_all_candidates_and_fails_on_no_match():
+    result = run_cli("languages", "zh")
+    codes = [line.split("\t")[0] for line in result.stdout.decode("utf-8").splitlines()]
+    assert codes[:2] == ["zho_Hans", "zho_Hant"]
+    assert len(run_cli("languages").stdout.decode("utf-8").splitlines()) == 204
+    assert_one_line_error(run_cli("languages", "qqqq"), code=2)
+
+
+def test_doctor_reports_backends():
+    result = run_cli("doctor")
+    assert result.returncode == 0
+    assert "llama.cpp\tyes" in result.stdout.decode("utf-8")
+
+
+def test_models_list_shows_the_bundled_model():
+    result = run_cli("models", "list")
+    assert result.stdout.decode("utf-8").startswith("smollm2-135m-instruct\tgguf\tQ4_1")
+
+
+# --- bad input: one clear line, a non-zero exit, no traceback -----------------------------------
+
+
+def test_unknown_language_suggests_the_closest():
+    assert_one_line_error(run_cli("translate", "--to", "swahilli", "hi"), code=2, contains="swh_Latn")
+
+
+def test_empty_stdin_is_a_usage_error():
+    assert_one_line_error(run_cli("translate", "--to", "fr", stdin=b""), code=2, contains="empty")
+
+
+def test_non_utf8_stdin_is_a_usage_error():
+    assert_one_line_error(run_cli("translate", "--to", "fr", stdin=b"caf\xe9\n"), code=2, contains="UTF-8")
+
+
+def test_unknown_model_name_names_the_fix():
+    assert_one_line_error(run_cli("chat", "--model", "no-such-model"), code=1, contains="models list")
+    assert_one_line_error(
+        run_cli("translate", "--model", "bayling-3-8b", "--to", "fr", "hi"), code=1, contains="models pull bayling-3-8b"
+    )
+
+
+def test_missing_model_file_is_an_error():
+    assert_one_line_error(run_cli("generate", "--model", "/nonexistent/model.gguf", "hi"), contains="does not exist")
+
+
+@pytest.fixture(scope="module")
+def half_gguf(tmp_path_factory, bundled_gguf):
+    path = tmp_path_factory.mktemp("bad") / "half.gguf"
+    with bundled_gguf.open("rb") as source, path.open("wb") as target:
+        target.write(source.read(bundled_gguf.stat().st_size // 2))
+    return path
+
+
+def test_truncated_gguf_is_refused_and_left_untouched(half_gguf):
+    before = half_gguf.read_bytes()
+    assert_one_line_error(run_cli("generate", "--model", str(half_gguf), "hi"), contains="truncated")
+    assert half_gguf.read_bytes() == before
+
+
+def test_non_gguf_file_is_refused(tmp_path):
+    fake = tmp_path / "notes.gguf"
+    fake.write_text("this is not a model\n")
+    assert_one_line_error(run_cli("generate", "--model", str(fake), "hi"), contains="not a GGUF")
+    empty = tmp_path / "empty.gguf"
+    empty.write_bytes(b"")
+    assert_one_line_error(run_cli("generate", "--model", str(empty), "hi"), contains="not a GGUF")
+
+
+def test_corrupt_gguf_header_is_refused(tmp_path, bundled_gguf):
+    corrupt = tmp_path / "corrupt.gguf"
+    data = bytearray(bundled_gguf.read_bytes()[:4096])
+    data[16:24] = (2**40).to_bytes(8, "little")  # an absurd metadata count
+    corrupt.write_bytes(bytes(data))
+    assert_one_line_error(run_cli("generate", "--model", str(corrupt), "hi"), contains="corrupt")
+
+
+def test_usage_errors_exit_2_on_one_line():
+    assert_one_line_error(run_cli("translate", "hi"), code=2, contains="--to")
+    assert_one_line_error(run_cli("chat", "--device", "quantum"), code=2, contains="device")
+
+
+def test_debug_shows_the_traceback():
+    result = run_cli("--debug", "languages", "qqqq")
+    assert "Traceback" in result.stderr.decode("utf-8")
