@@ -188,8 +188,6 @@ def import_model(
         raise StoreError(f"a model named '{name}' is already in the store; pass --force to replace it")
     describe = _describe_gguf if source.is_file() else _describe_hf_folder
     manifest = describe(source, name, chat_format)
-    if force and target.exists():
-        shutil.rmtree(target)
     with _staging_folder(target, force) as staging:
         if link:
             manifest.artifact, manifest.sha256 = str(source), _sha256_or_none(source)
@@ -224,7 +222,10 @@ def _describe_hf_folder(source: Path, name: str, chat_format: str | None) -> Man
             f"{source} is not a Hugging Face checkpoint (no config.json); import a .gguf file or a "
             "folder with config.json, *.safetensors and tokenizer files"
         )
-    config = json.loads(config_path.read_text("utf-8"))
+    try:
+        config = json.loads(config_path.read_text("utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidModelFileError(f"{config_path} is not valid JSON ({error})") from error
     if not list(source.glob("*.safetensors")):
         raise InvalidModelFileError(
             f"{source} has no *.safetensors weights; pickled weights are not imported (convert them "

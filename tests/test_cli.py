@@ -151,3 +151,19 @@ def test_usage_errors_exit_2_on_one_line():
 def test_debug_shows_the_traceback():
     result = run_cli("--debug", "languages", "qqqq")
     assert "Traceback" in result.stderr.decode("utf-8")
+
+
+def test_gguf_of_an_architecture_llama_cpp_lacks_is_refused(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    path = tmp_path / "bogus.gguf"
+    writer = gguf.GGUFWriter(str(path), "bogusarch")
+    writer.add_block_count(1)
+    writer.add_context_length(128)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert_one_line_error(run_cli("generate", "--model", str(path), "hi"), code=1, contains="bogusarch architecture")

@@ -236,10 +236,14 @@ def test_hand_written_long_arrays_are_summarised_and_later_keys_still_read(tmp_p
         ("tokenizer.ggml.tokens", ARRAY, (STRING, tokens)),
         ("tokenizer.ggml.scores", ARRAY, (F32, [0.0] * 65)),
         ("tokenizer.ggml.token_type", ARRAY, (I32, [1] * 64)),
+        ("test.u8_array", ARRAY, (U8, [1] * 101)),
+        ("test.u64_array", ARRAY, (U64, [2**40] * 70)),
         ("general.architecture", STRING, "qwen2"),
     ]
     header = read_gguf_header(write(tmp_path / "tiny.gguf", gguf_bytes(metadata)))
     assert header.metadata["tokenizer.ggml.tokens"] == ArraySummary(STRING, 100)
     assert header.metadata["tokenizer.ggml.scores"] == ArraySummary(F32, 65)
     assert header.metadata["tokenizer.ggml.token_type"] == [1] * 64  # at the limit: decoded
+    assert header.metadata["test.u8_array"] == ArraySummary(U8, 101)
+    assert header.metadata["test.u64_array"] == ArraySummary(U64, 70)
     assert header.architecture == "qwen2"

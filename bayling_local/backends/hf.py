@@ -404,7 +404,7 @@ def _end_of_generation_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     # built with LlamaConfig's default eos_token_id=2 would otherwise stop Llama-3 at every '#'.
     special = set(tokenizer.all_special_ids)
     special |= {i for i, token in tokenizer.added_tokens_decoder.items() if getattr(token, "special", False)}
-    return frozenset(i for i in candidates if i in special)
+    return frozenset(candidates)
 
 
 def _id_set(value: int | Sequence[int] | None) -> set[int]:
@@ -447,10 +447,10 @@ class Sampler:
         logits = apply_repeat_penalty(logits, recent, self.config.repeat_penalty)
         if self.config.temperature <= 0:
             return int(torch.argmax(logits))
-        logits = keep_top_k(logits, self.config.top_k)
-        logits = keep_top_p(logits, self.config.top_p)
-        probs = torch.softmax(logits / self.config.temperature, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=self._generator))
+        candidates, token_ids = top_k_sorted(logits, self.config.top_k)
+        candidates = keep_top_p(candidates, self.config.top_p)
+        probs = torch.softmax(candidates / self.config.temperature, dim=-1)
+        return int(token_ids[torch.multinomial(probs, 1, generator=self._generator)])
 
 
 def apply_repeat_penalty(logits: torch.Tensor, history: Sequence[int], penalty: float) -> torch.Tensor:
@@ -463,24 +463,22 @@ def apply_repeat_penalty(logits: torch.Tensor, history: Sequence[int], penalty: 
     return logits
 
 
-def keep_top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
-    if top_k <= 0 or top_k >= logits.shape[-1]:
-        return logits
-    kth_best = torch.topk(logits, top_k).values[-1]
-    return logits.masked_fill(logits < kth_best, float("-inf"))
+def top_k_sorted(logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `top_k` best logits (all when top_k <= 0), best first, with their token ids."""
+    if 0 < top_k < logits.shape[-1]:
+        return torch.topk(logits, top_k, sorted=True)
+    return torch.sort(logits, descending=True)
 
 
-def keep_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Keep the most likely tokens whose probabilities first add up to `top_p` (at least one)."""
+def keep_top_p(sorted_logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Of logits sorted best first, keep those whose probabilities first add up to `top_p` (at least one)."""
     if top_p >= 1.0:
-        return logits
-    sorted_logits, order = torch.sort(logits, descending=True)
+        return sorted_logits
     probs = torch.softmax(sorted_logits, dim=-1)
     mass_before = torch.cumsum(probs, dim=-1) - probs
     drop = mass_before >= top_p
     drop[0] = False
-    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-    return torch.full_like(logits, float("-inf")).scatter(0, order, sorted_logits)
+    return sorted_logits.masked_fill(drop, float("-inf"))
 
 
 class StopStringText:
