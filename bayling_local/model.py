@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +25,12 @@ from bayling_local.backends.decoding import resolve_stop_token_ids
 from bayling_local.catalog import BUNDLED_MODEL_NAME
 from bayling_local.config import load_config
 from bayling_local.errors import ContextOverflowError, ModelNotFoundError
-from bayling_local.prompts import ChatFormat, Message, detect_chat_format, get_chat_format
+from bayling_local.prompts import (
+    ChatFormat,
+    Message,
+    detect_chat_format,
+    get_chat_format,
+)
 from bayling_local.store import StoredModel, get_model
 
 
@@ -106,12 +111,10 @@ class Model:
 
     def chat_config(self, config: GenerationConfig) -> GenerationConfig:
         """`config` plus the chat format's stops."""
-        return GenerationConfig(
-            **{
-                **config.__dict__,
-                "stop": tuple(dict.fromkeys(config.stop + self.stop_strings)),
-                "stop_token_ids": tuple(dict.fromkeys(config.stop_token_ids + self.stop_token_ids)),
-            }
+        return replace(
+            config,
+            stop=tuple(dict.fromkeys(config.stop + self.stop_strings)),
+            stop_token_ids=tuple(dict.fromkeys(config.stop_token_ids + self.stop_token_ids)),
         )
 
     def render(self, messages: Sequence[Message]) -> str:

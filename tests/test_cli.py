@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
@@ -167,3 +166,26 @@ def test_gguf_of_an_architecture_llama_cpp_lacks_is_refused(tmp_path):
     writer.write_tensors_to_file()
     writer.close()
     assert_one_line_error(run_cli("generate", "--model", str(path), "hi"), code=1, contains="bogusarch architecture")
+
+
+def test_ctrl_c_stops_the_answer_without_leaving_the_chat():
+    import os
+    import signal
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bayling_local", "chat", "--max-tokens", "1500", "--temperature", "0"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=os.environ.copy(),
+    )
+    try:
+        process.stdin.write(b"Write a very long story about a river, with many chapters.\n")
+        process.stdin.flush()
+        assert process.stdout.read(1)  # the answer has started streaming
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(b"/exit\n", timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr.decode()
+    assert "(stopped)" in stderr.decode()

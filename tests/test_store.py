@@ -15,7 +15,12 @@ from pathlib import Path
 import pytest
 
 from bayling_local.catalog import BUNDLED_MODEL_NAME
-from bayling_local.errors import InvalidModelFileError, ModelNotFoundError, OfflineError, StoreError
+from bayling_local.errors import (
+    InvalidModelFileError,
+    ModelNotFoundError,
+    OfflineError,
+    StoreError,
+)
 from bayling_local.store import (
     MANIFEST_NAME,
     get_model,

@@ -7,58 +7,84 @@ A token can end in the middle of a multi-byte character, and a stop string can s
 from __future__ import annotations
 
 import codecs
-from dataclasses import dataclass, field
 from typing import Iterable
 
+REPLACEMENT_CHAR = "\ufffd"
 
-@dataclass
+
 class TextAssembler:
-    """Turn generated token bytes into text pieces that are safe to show."""
+    """Release generated text piece by piece: never past a stop string, never half a character.
 
-    stop_strings: tuple[str, ...] = ()
-    text: str = ""
-    emitted: int = 0
-    stopped: bool = False
-    _decoder: codecs.IncrementalDecoder = field(
-        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
-    )
+    Backends that see each token's bytes call `feed`; backends that re-decode all generated ids each
+    step call `update` with the whole text. A tail that could still grow into a stop string is held
+    back, and so is a trailing U+FFFD (bytes the next token may complete); bytes of a character cut in
+    half when generation ends are dropped, not shown.
+    """
+
+    def __init__(self, stop_strings: Iterable[str] = ()):
+        self.stop_strings = tuple(stop for stop in stop_strings if stop)
+        self.text = ""
+        """Everything released so far: the completion's text."""
+        self.stopped = False
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._decoded = ""
 
     def feed(self, token_bytes: bytes) -> str:
         """Add one token's bytes; return the text that can be shown now ('' while holding back)."""
-        self.text += self._decoder.decode(token_bytes)
-        stop_at = self._first_stop()
+        self._decoded += self._decoder.decode(token_bytes)
+        return self.update(self._decoded)
+
+    def update(self, generated: str) -> str:
+        """`generated` is all text so far; return the part newly safe to show."""
+        if self.stopped:
+            return ""
+        stop_at = self._first_stop(generated)
         if stop_at is not None:
-            self.text, self.stopped = self.text[:stop_at], True
-            return self._emit(len(self.text))
-        return self._emit(len(self.text) - self._held_back())
+            self.stopped = True
+            return self._release(generated, stop_at)
+        end = self._complete_end(generated)
+        held = max((_overlap(generated[:end], stop) for stop in self.stop_strings), default=0)
+        return self._release(generated, end - held)
 
-    def finish(self) -> str:
-        """Flush what is left when generation ends for another reason than a stop string.
+    def finish(self, generated: str | None = None) -> str:
+        """Release what was held back when generation ends for another reason than a stop string."""
+        if self.stopped:
+            return ""
+        generated = self._decoded if generated is None else generated
+        return self._release(generated, self._complete_end(generated))
 
-        Bytes of a character that the token limit cut in half are dropped, not shown as U+FFFD.
-        """
-        return self._emit(len(self.text))
+    def _first_stop(self, generated: str) -> int | None:
+        # Released text never holds the start of a stop string, so a match begins after it.
+        found = [generated.find(stop, len(self.text)) for stop in self.stop_strings]
+        return min((i for i in found if i >= 0), default=None)
 
-    def _emit(self, end: int) -> str:
-        piece = self.text[self.emitted : end]
-        self.emitted = max(self.emitted, end)
+    def _complete_end(self, generated: str) -> int:
+        end = len(generated)
+        while end > len(self.text) and generated[end - 1] == REPLACEMENT_CHAR:
+            end -= 1
+        return end
+
+    def _release(self, generated: str, end: int) -> str:
+        piece = generated[len(self.text) : max(end, len(self.text))]
+        self.text += piece
         return piece
 
-    def _first_stop(self) -> int | None:
-        # Only the part not yet shown can hold a new stop string (plus the longest stop's overlap).
-        start = max(0, self.emitted - max((len(s) for s in self.stop_strings), default=0))
-        hits = [i for s in self.stop_strings if (i := self.text.find(s, start)) >= 0]
-        return min(hits, default=None)
 
-    def _held_back(self) -> int:
-        """Length of the longest tail of the text that could still grow into a stop string."""
-        longest = 0
-        for stop in self.stop_strings:
-            for size in range(min(len(stop) - 1, len(self.text)), longest, -1):
-                if self.text.endswith(stop[:size]):
-                    longest = size
-                    break
-        return longest
+def _overlap(text: str, stop: str) -> int:
+    """Length of the longest tail of `text` that is a proper prefix of `stop`."""
+    for length in range(min(len(stop) - 1, len(text)), 0, -1):
+        if text.endswith(stop[:length]):
+            return length
+    return 0
+
+
+def continuation_ids(backend, prompt, prompt_ids: list[int], text: str) -> list[int]:
+    """Tokens of `text` as they follow the prompt (merged at the boundary the way the model sees it)."""
+    if isinstance(prompt, str):
+        joined = backend.tokenize(prompt + text, add_bos=True)
+        if joined[: len(prompt_ids)] == prompt_ids and len(joined) > len(prompt_ids):
+            return joined[len(prompt_ids) :]
+    return backend.tokenize(text, add_bos=False)
 
 
 def resolve_stop_token_ids(tokenize, stop_tokens: Iterable[str]) -> tuple[set[int], tuple[str, ...]]:

@@ -14,7 +14,7 @@ import random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Generator, Sequence
+from typing import Any, Generator, Sequence
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -30,6 +30,7 @@ from bayling_local.backends.base import (
     TextStream,
     resolve_context_length,
 )
+from bayling_local.backends.decoding import TextAssembler
 from bayling_local.errors import (
     BackendUnavailableError,
     ContextOverflowError,
@@ -43,7 +44,6 @@ SUPPORTED_MODEL_TYPE = "llama"
 SUPPORTED_CLASS = "LlamaForCausalLM"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
-REPLACEMENT_CHAR = "\ufffd"
 """What a decoder shows for an incomplete UTF-8 sequence; held back until the next token completes it."""
 REPEAT_PENALTY_WINDOW = 64
 """Tokens the repeat penalty looks back over: llama-cpp-python's default (`last_n_tokens_size`)."""
@@ -134,7 +134,7 @@ class HFBackend:
         self, prompt_ids: list[int], config: GenerationConfig, cancel: threading.Event | None
     ) -> Generator[str, None, Completion]:
         sampler = Sampler(config)
-        text = StopStringText(self.detokenize, config.stop)
+        text = TextAssembler(config.stop)
         stop_ids = self.info.end_of_generation_ids | set(config.stop_token_ids)
         budget = min(config.max_tokens, self.info.context_length - len(prompt_ids))
         generated: list[int] = []
@@ -153,16 +153,16 @@ class HFBackend:
                 break
             generated.append(token)
             pending = [token]
-            piece = text.update(generated)
+            piece = text.update(self.detokenize(generated))
             if piece:
                 yield piece
             if text.stopped:
                 finish = "stop"
                 break
-        piece = text.flush(generated)
+        piece = text.finish(self.detokenize(generated)) if generated else ""
         if piece:
             yield piece
-        return Completion(text.released, generated, len(prompt_ids), finish)
+        return Completion(text.text, generated, len(prompt_ids), finish)
 
     @torch.inference_mode()
     def _next_token_logits(self, input_ids: list[int], cache: Any) -> tuple[torch.Tensor, Any]:
@@ -210,7 +210,7 @@ class HFBackend:
     # Shared
 
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
-        """Token ids of a prompt (text gets the model's BOS, ids are used as given) that leave room to generate."""
+        """Ids of a prompt that leaves room to generate: text gets the model's BOS, ids are used as given."""
         if isinstance(prompt, str):
             ids = self.tokenize(prompt, add_bos=True)
         else:
@@ -265,9 +265,7 @@ def _find_source(path: Path, options: LoadOptions) -> _Source:
     if path.is_file() and path.suffix.lower() == ".gguf":
         return _gguf_source(path)
     if path.exists():
-        raise InvalidModelFileError(
-            f"{path} is neither a Hugging Face checkpoint folder nor a .gguf file"
-        )
+        raise InvalidModelFileError(f"{path} is neither a Hugging Face checkpoint folder nor a .gguf file")
     raise ModelNotFoundError(f"no model file or folder at {path}")
 
 
@@ -320,7 +318,7 @@ def _use_safetensors(folder: Path, options: LoadOptions) -> bool:
         return True
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if not pickles:
-        raise InvalidModelFileError(f"{folder} has no weights (*.safetensors)")
+        raise InvalidModelFileError(f"{folder} has no weights; copy the model's *.safetensors files into it")
     if not options.allow_pickle:
         raise InvalidModelFileError(
             f"{folder} has only pickled weights ({pickles[0]}), which can run code when loaded; "
@@ -333,11 +331,11 @@ def _load_tokenizer(source: _Source, options: LoadOptions) -> Any:
     try:
         return AutoTokenizer.from_pretrained(source.folder, **source.pretrained_kwargs(options))
     except ImportError as exc:
-        raise BackendUnavailableError(f"loading the tokenizer of {source.path} needs: {_one_line(exc)}") from exc
+        message = f"loading the tokenizer of {source.path} needs a package: {_one_line(exc)}"
+        raise BackendUnavailableError(message) from exc
     except _LOAD_ERRORS as exc:
-        raise InvalidModelFileError(
-            f"could not load the tokenizer of {source.path}: {_one_line(exc)}"
-        ) from exc
+        message = f"could not load the tokenizer of {source.path}: {_one_line(exc)}"
+        raise InvalidModelFileError(message) from exc
 
 
 def _load_model(source: _Source, options: LoadOptions, device: str) -> Any:
@@ -355,9 +353,10 @@ def _load_model(source: _Source, options: LoadOptions, device: str) -> Any:
             **source.pretrained_kwargs(options),
         )
     except ImportError as exc:
-        raise BackendUnavailableError(f"loading {source.path} needs: {_one_line(exc)}") from exc
+        raise BackendUnavailableError(f"loading {source.path} needs a package: {_one_line(exc)}") from exc
     except _LOAD_ERRORS as exc:
-        raise InvalidModelFileError(f"could not load {source.path} with transformers: {_one_line(exc)}") from exc
+        message = f"could not load {source.path} with transformers: {_one_line(exc)}"
+        raise InvalidModelFileError(message) from exc
     return model.to(device).eval()
 
 
@@ -403,8 +402,9 @@ def _end_of_generation_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     # An eos id that the tokenizer treats as plain text is a stale default, not the model's: a config
     # built with LlamaConfig's default eos_token_id=2 would otherwise stop Llama-3 at every '#'.
     special = set(tokenizer.all_special_ids)
-    special |= {i for i, token in tokenizer.added_tokens_decoder.items() if getattr(token, "special", False)}
-    return frozenset(candidates)
+    added = tokenizer.added_tokens_decoder.items()
+    special |= {i for i, token in added if getattr(token, "special", False)}
+    return frozenset(i for i in candidates if i in special)
 
 
 def _id_set(value: int | Sequence[int] | None) -> set[int]:
@@ -479,65 +479,3 @@ def keep_top_p(sorted_logits: torch.Tensor, top_p: float) -> torch.Tensor:
     drop = mass_before >= top_p
     drop[0] = False
     return sorted_logits.masked_fill(drop, float("-inf"))
-
-
-class StopStringText:
-    """The generated text, released piece by piece, never past a stop string.
-
-    Each update decodes all generated ids (so multi-byte characters split across tokens come out whole)
-    and releases the new text, except a trailing U+FFFD (bytes the next token may complete) and a tail
-    that could be the start of a stop string. Like `decoding.TextAssembler` (the llama.cpp backend's),
-    bytes of a character cut in half when generation ends are dropped, not shown as U+FFFD.
-    """
-
-    def __init__(self, detokenize: Callable[[Sequence[int]], str], stops: Sequence[str]):
-        self._detokenize = detokenize
-        self._stops = tuple(stop for stop in stops if stop)
-        self.released = ""
-        self.stopped = False
-
-    def update(self, token_ids: Sequence[int]) -> str:
-        """The text newly safe to release now that `token_ids` (all generated so far) are known."""
-        text = self._detokenize(token_ids)
-        stop_at = self._first_stop(text)
-        if stop_at is not None:
-            self.stopped = True
-            return self._release(text, stop_at)
-        return self._release(text, self._safe_end(text))
-
-    def flush(self, token_ids: Sequence[int]) -> str:
-        """What was held back for a stop string (generation ended for another reason)."""
-        if self.stopped or not token_ids:
-            return ""
-        text = self._detokenize(token_ids)
-        return self._release(text, self._complete_end(text))
-
-    def _first_stop(self, text: str) -> int | None:
-        # Released text never holds the start of a stop string, so a match begins after it.
-        found = [text.find(stop, len(self.released)) for stop in self._stops]
-        return min((i for i in found if i >= 0), default=None)
-
-    def _complete_end(self, text: str) -> int:
-        """Where the text ends without its trailing U+FFFD (an unfinished character)."""
-        end = len(text)
-        while end > len(self.released) and text[end - 1] == REPLACEMENT_CHAR:
-            end -= 1
-        return end
-
-    def _safe_end(self, text: str) -> int:
-        end = self._complete_end(text)
-        held = max((_overlap(text[:end], stop) for stop in self._stops), default=0)
-        return end - held
-
-    def _release(self, text: str, end: int) -> str:
-        piece = text[len(self.released) : end]
-        self.released += piece
-        return piece
-
-
-def _overlap(text: str, stop: str) -> int:
-    """Length of the longest tail of `text` that is a proper prefix of `stop`."""
-    for length in range(min(len(stop) - 1, len(text)), 0, -1):
-        if text.endswith(stop[:length]):
-            return length
-    return 0

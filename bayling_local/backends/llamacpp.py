@@ -26,9 +26,13 @@ from bayling_local.backends.base import (
     TextStream,
     resolve_context_length,
 )
-from bayling_local.backends.decoding import TextAssembler
+from bayling_local.backends.decoding import TextAssembler, continuation_ids
 from bayling_local.backends.device import llama_cpp_gpu_backend, llama_cpp_has_amx
-from bayling_local.errors import BackendUnavailableError, ContextOverflowError, InvalidModelFileError
+from bayling_local.errors import (
+    BackendUnavailableError,
+    ContextOverflowError,
+    InvalidModelFileError,
+)
 from bayling_local.gguf_header import read_gguf_header
 
 BATCH_SIZE = 512
@@ -207,15 +211,6 @@ def _model_params_override(**fields):
 
 
 _PARAMS_LOCK = threading.Lock()
-
-
-def continuation_ids(backend, prompt: Prompt, prompt_ids: list[int], text: str) -> list[int]:
-    """Tokens of `text` as they follow the prompt (merged at the boundary the way the model sees it)."""
-    if isinstance(prompt, str):
-        joined = backend.tokenize(prompt + text, add_bos=True)
-        if joined[: len(prompt_ids)] == prompt_ids and len(joined) > len(prompt_ids):
-            return joined[len(prompt_ids) :]
-    return backend.tokenize(text, add_bos=False)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

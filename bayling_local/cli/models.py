@@ -51,8 +51,8 @@ def import_(
     force: Annotated[bool, typer.Option("--force", help="Replace an entry of the same name.")] = False,
 ) -> None:
     """Copy a local model into the store (checked first: a corrupt or truncated file is refused)."""
-    from bayling_local.prompts import CHAT_FORMAT_IDS
     from bayling_local.errors import UnknownChatFormatError
+    from bayling_local.prompts import CHAT_FORMAT_IDS
     from bayling_local.store import import_model
 
     if chat_format and chat_format not in CHAT_FORMAT_IDS:
