@@ -189,3 +189,36 @@ def test_ctrl_c_stops_the_answer_without_leaving_the_chat():
         process.kill()
     assert process.returncode == 0, stderr.decode()
     assert "(stopped)" in stderr.decode()
+
+
+def test_models_import_then_use_by_name_then_rm(tmp_path, bundled_gguf):
+    env = {"BAYLING_HOME": str(tmp_path / "home")}
+    imported = run_cli("models", "import", str(bundled_gguf), "--name", "smol", env=env)
+    assert imported.returncode == 0, imported.stderr
+    info = run_cli("models", "info", "smol", env=env)
+    assert '"quant": "Q4_1"' in info.stdout.decode() and '"sha256": "' in info.stdout.decode()
+    used = run_cli("generate", "--model", "smol", "--max-tokens", "4", "Rivers", env=env)
+    assert used.returncode == 0, used.stderr
+    assert run_cli("models", "rm", "smol", env=env).returncode == 0
+    assert_one_line_error(run_cli("models", "info", "smol", env=env), code=1, contains="no model 'smol'")
+
+
+def test_models_pull_offline_fails_at_once_with_the_import_hint(tmp_path):
+    result = run_cli("models", "pull", "bayling-3-8b", env={"BAYLING_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
+    assert_one_line_error(result, code=1, contains="models import")
+
+
+def test_default_model_comes_from_env_then_config_file(tmp_path, bundled_gguf):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text('model = "from-config"\n')
+    from_config = run_cli("generate", "hi", env={"BAYLING_HOME": str(home)})
+    assert_one_line_error(from_config, contains="'from-config'")
+    from_env = run_cli("generate", "hi", env={"BAYLING_HOME": str(home), "BAYLING_MODEL": "from-env"})
+    assert_one_line_error(from_env, contains="'from-env'")
+    (home / "config.toml").write_text('modle = "typo"\n')
+    assert_one_line_error(run_cli("generate", "hi", env={"BAYLING_HOME": str(home)}), code=2, contains="modle")
+
+
+def test_chat_format_override_is_validated():
+    assert_one_line_error(run_cli("chat", "--chat-format", "alpaca"), code=2, contains="bayling-2")
