@@ -183,6 +183,32 @@ class LlamaCppBackend:
                 rows.append(np.ctypeslib.as_array(context.get_logits(), shape=(len(chunk), n_vocab)).copy())
         return np.concatenate(rows) if rows else np.zeros((0, self.info.vocab_size), np.float32)
 
+    # --- introspection for benchmarks -----------------------------------------------------------
+
+    def perf_counters(self) -> dict[str, float]:
+        """llama.cpp's own timing counters since the last `reset_perf_counters` (prompt and generation)."""
+        import llama_cpp
+
+        data = llama_cpp.llama_perf_context(self._llm._ctx.ctx)
+        return {
+            "prompt_ms": data.t_p_eval_ms,
+            "prompt_tokens": data.n_p_eval,
+            "generation_ms": data.t_eval_ms,
+            "generation_tokens": data.n_eval,
+        }
+
+    def reset_perf_counters(self) -> None:
+        import llama_cpp
+
+        llama_cpp.llama_perf_context_reset(self._llm._ctx.ctx)
+
+    def build_info(self) -> dict[str, str]:
+        """What a benchmark report names: the bindings' version, the GPU backend, CPU features."""
+        from bayling_local.backends.device import llama_cpp_report
+
+        report = llama_cpp_report()
+        return {"backend": self.name, "version": report.version or "", "devices": ",".join(report.devices), "build": report.note}
+
     def close(self) -> None:
         if self._llm is not None:
             self._llm.close()

@@ -1,0 +1,1 @@
+"""Benchmarks: speed (tokens/s, time to first token, memory), quality (BLEU/chrF++, multiple choice), reports."""
