@@ -42,9 +42,21 @@ class LlamaCppBackend:
     name = "llama.cpp"
 
     def __init__(self, llm, info: ModelInfo):
+        from bayling_local.backends.llamacpp_batch import BatchDecoder
+
         self._llm = llm
         self.info = info
         self._lock = threading.Lock()  # one llama context serves one generation at a time
+        self._batch_decoder = BatchDecoder(self)
+
+    @property
+    def llm(self):
+        """The llama_cpp.Llama object (for the batch decoder and benchmarks)."""
+        return self._llm
+
+    @property
+    def vocab(self):
+        return self._llm._model.vocab
 
     @classmethod
     def load(cls, path: Path, options: LoadOptions) -> LlamaCppBackend:
@@ -80,7 +92,7 @@ class LlamaCppBackend:
     def detokenize(self, token_ids: Sequence[int]) -> str:
         return self._llm.detokenize(list(token_ids), special=True).decode("utf-8", errors="replace")
 
-    def _token_bytes(self, token: int) -> bytes:
+    def token_bytes(self, token: int) -> bytes:
         """The bytes of one token as generated text (special tokens hidden, like llama.cpp's server)."""
         import llama_cpp
 
@@ -116,7 +128,7 @@ class LlamaCppBackend:
         vocab = self._llm._model.vocab
         with self._lock:
             self._llm.set_seed(config.seed if config.seed is not None else random.randrange(2**31))
-            tokens = self._llm.generate(prompt_ids, reset=True, **_sampling(config))
+            tokens = self._llm.generate(prompt_ids, reset=True, **sampling_arguments(config))
             for token in tokens if budget > 0 else ():
                 if cancel is not None and cancel.is_set():
                     reason = "cancelled"
@@ -125,7 +137,7 @@ class LlamaCppBackend:
                     reason = "stop"
                     break
                 generated.append(token)
-                piece = assembler.feed(self._token_bytes(token))
+                piece = assembler.feed(self.token_bytes(token))
                 if piece:
                     yield piece
                 if assembler.stopped:
@@ -142,9 +154,9 @@ class LlamaCppBackend:
     def generate_batch(
         self, prompts: Sequence[Prompt], config: GenerationConfig, cancel: threading.Event | None = None
     ) -> list[Completion]:
-        # llama-cpp-python's high-level API decodes one sequence at a time; batching comes with the
-        # batch translator (several sequences in one llama_batch).
-        return [self.stream(prompt, config, cancel).collect() for prompt in prompts]
+        if len(prompts) <= 1:
+            return [self.stream(prompt, config, cancel).collect() for prompt in prompts]
+        return self._batch_decoder.generate([self._prompt_ids(p) for p in prompts], config, cancel)
 
     # --- scoring -------------------------------------------------------------------------------
 
@@ -211,6 +223,7 @@ class LlamaCppBackend:
 
     def close(self) -> None:
         if self._llm is not None:
+            self._batch_decoder.close()
             self._llm.close()
             self._llm = None
 
@@ -245,7 +258,7 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def _sampling(config: GenerationConfig) -> dict:
+def sampling_arguments(config: GenerationConfig) -> dict:
     # min_p is off so that top_k/top_p/temperature mean what they mean on the other backends.
     return {
         "temp": max(0.0, config.temperature),
