@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -109,3 +110,35 @@ def test_multibyte_text_streams_without_broken_characters(smollm2):
     stream = smollm2.chat([{"role": "user", "content": "Write 你好 and 😀 three times."}], GREEDY)[0]
     text = "".join(stream)
     assert "\ufffd" not in text
+
+
+def test_batches_larger_than_one_context_group_keep_prompt_order(smollm2):
+    from bayling_local.backends.llamacpp_batch import MAX_SEQUENCES
+
+    questions = [f"Say the number {n}." for n in range(MAX_SEQUENCES + 2)]
+    prompts = [smollm2.render([{"role": "user", "content": q}]) for q in questions]
+    config = smollm2.chat_config(GenerationConfig(max_tokens=4))
+    batch = smollm2.backend.generate_batch(prompts, config)
+    single = [smollm2.backend.stream(p, config).collect() for p in prompts]
+    assert [c.token_ids for c in batch] == [c.token_ids for c in single]
+    assert all(c.prompt_tokens == len(smollm2.backend.tokenize(p)) for c, p in zip(batch, prompts))
+
+
+def test_batched_sampling_with_a_seed_repeats(smollm2):
+    prompts = [smollm2.render([{"role": "user", "content": q}]) for q in ("Tell a joke.", "Name a city.")]
+    config = smollm2.chat_config(GenerationConfig(max_tokens=16, temperature=1.0, top_k=0, top_p=1.0, seed=5))
+    first = [c.token_ids for c in smollm2.backend.generate_batch(prompts, config)]
+    assert first == [c.token_ids for c in smollm2.backend.generate_batch(prompts, config)]
+
+
+def test_batched_generation_honours_stop_strings_and_cancel(smollm2):
+    prompts = [smollm2.render([{"role": "user", "content": "Count from one to ten in words."}])] * 2
+    config = smollm2.chat_config(GenerationConfig(max_tokens=48))
+    full = smollm2.backend.generate_batch(prompts, config)[0].text
+    cut = full.split()[1]
+    stopped = smollm2.backend.generate_batch(prompts, replace(config, stop=(cut,)))
+    assert all(c.finish_reason == "stop" and cut not in c.text and full.startswith(c.text) for c in stopped)
+    cancel = threading.Event()
+    cancel.set()
+    cancelled = smollm2.backend.generate_batch(prompts, config, cancel)
+    assert [c.finish_reason for c in cancelled] == ["cancelled", "cancelled"]
