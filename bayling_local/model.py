@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 from bayling_local.backends import backend_for_format
 from bayling_local.backends.base import (
@@ -197,7 +197,7 @@ def _with_chat_format(source: ModelSource, backend: Backend, override: str | Non
     chat_format = get_chat_format(
         format_id, template=info.chat_template, bos_token=info.bos_token or "", eos_token=info.eos_token or ""
     )
-    tokenize = lambda text: backend.tokenize(text, add_bos=False)  # noqa: E731
+    tokenize = lambda text: backend.tokenize(text, add_bos=False)
     stop_ids, extra_strings = resolve_stop_token_ids(tokenize, chat_format.stop_tokens)
     return Model(
         source,

@@ -7,9 +7,10 @@ which strings and special tokens end the assistant's turn. Format ids (`bayling-
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Literal, Mapping, Sequence
+from typing import Literal
 
 from bayling_local.errors import TemplateError, UnknownChatFormatError
 

@@ -18,8 +18,8 @@ def test_session_records_both_turns_and_sends_history(smollm2):
     first = session.send("My name is Amina.")
     text = "".join(first)
     assert text and session.turns[-1] == {"role": "assistant", "content": first.completion.text.strip()}
-    session.send("What is my name?").completion  # not consumed yet: the answer is not recorded
-    assert len(session.turns) == 3
+    pending = session.send("What is my name?")  # not consumed yet: the answer is not recorded
+    assert pending.completion is None and len(session.turns) == 3
     session.reset()
     assert session.turns == []
 

@@ -184,7 +184,7 @@ def test_ctrl_c_stops_the_answer_without_leaving_the_chat():
         process.stdin.flush()
         assert process.stdout.read(1)  # the answer has started streaming
         process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(b"/exit\n", timeout=120)
+        _, stderr = process.communicate(b"/exit\n", timeout=120)
     finally:
         process.kill()
     assert process.returncode == 0, stderr.decode()

@@ -7,8 +7,9 @@ them (`bayling_local.model`), so a new backend is one module that implements `Ba
 from __future__ import annotations
 
 import threading
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Generator, Iterator, Literal, Protocol, Sequence, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 Device = Literal["auto", "cpu", "cuda", "metal", "coreml"]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "metal", "coreml")

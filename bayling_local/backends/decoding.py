@@ -7,7 +7,7 @@ A token can end in the middle of a multi-byte character, and a stop string can s
 from __future__ import annotations
 
 import codecs
-from typing import Iterable
+from collections.abc import Iterable
 
 REPLACEMENT_CHAR = "\ufffd"
 

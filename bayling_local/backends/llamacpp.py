@@ -11,8 +11,8 @@ import contextlib
 import ctypes
 import random
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

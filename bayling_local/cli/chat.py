@@ -5,8 +5,9 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Iterator, Optional
+from typing import Annotated
 
 import typer
 
@@ -30,7 +31,7 @@ HELP = "Commands: /reset (forget the conversation), /system TEXT (new system pro
 
 def chat(
     model: ModelOption = None,
-    system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt (replaces the format's default).")] = None,
+    system: Annotated[str | None, typer.Option("--system", "-s", help="System prompt (replaces the format's default).")] = None,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
     context: ContextOption = None,

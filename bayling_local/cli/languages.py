@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -11,7 +11,7 @@ from bayling_local.errors import UnknownLanguageError
 
 
 def languages(
-    query: Annotated[Optional[str], typer.Argument(help="Code, alias or name (part of a name works too).")] = None,
+    query: Annotated[str | None, typer.Argument(help="Code, alias or name (part of a name works too).")] = None,
 ) -> None:
     """List languages; with QUERY, every row it could mean (the default variant first)."""
     from bayling_local.languages import LANGUAGES, search

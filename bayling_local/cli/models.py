@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -45,8 +45,8 @@ def info(name: Annotated[str, typer.Argument(help="Store name.")]) -> None:
 @app.command("import")
 def import_(
     path: Annotated[str, typer.Argument(help="A .gguf file or a Hugging Face checkpoint folder.")],
-    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Store name (default: from the file name).")] = None,
-    chat_format: Annotated[Optional[str], typer.Option("--chat-format", help="bayling-2, bayling-3, chatml or template.")] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Store name (default: from the file name).")] = None,
+    chat_format: Annotated[str | None, typer.Option("--chat-format", help="bayling-2, bayling-3, chatml or template.")] = None,
     link: Annotated[bool, typer.Option("--link", help="Reference the file where it is instead of copying it.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an entry of the same name.")] = False,
 ) -> None:

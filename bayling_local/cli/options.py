@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from bayling_local.backends.base import DEVICES, GenerationConfig, LoadOptions
 
 ModelOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--model", "-m",
         help="Store name or path to an artifact (GGUF file). Default: $BAYLING_MODEL, the config file, "
@@ -19,19 +19,19 @@ ModelOption = Annotated[
 DeviceOption = Annotated[
     str, typer.Option("--device", help=f"Where to run: {', '.join(DEVICES)}. auto uses a GPU when the build has one.")
 ]
-ThreadsOption = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads (default: the backend's choice).")]
+ThreadsOption = Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads (default: the backend's choice).")]
 ContextOption = Annotated[
-    Optional[int], typer.Option("--context", min=64, help="Context window in tokens (default: the model's, at most 8192).")
+    int | None, typer.Option("--context", min=64, help="Context window in tokens (default: the model's, at most 8192).")
 ]
 ChatFormatOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--chat-format", help="Override the artifact's chat format: bayling-2, bayling-3, chatml, template."),
 ]
-MaxTokensOption = Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Most tokens to generate.")]
+MaxTokensOption = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Most tokens to generate.")]
 TemperatureOption = Annotated[float, typer.Option("--temperature", min=0.0, help="0 is greedy (deterministic).")]
 TopPOption = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling threshold.")]
 TopKOption = Annotated[int, typer.Option("--top-k", min=0, help="Sample from the k most likely tokens (0: all).")]
-SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed, for repeatable output.")]
+SeedOption = Annotated[int | None, typer.Option("--seed", help="Sampling seed, for repeatable output.")]
 
 
 def load_options(device: str, threads: int | None, context: int | None) -> LoadOptions:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
