@@ -151,10 +151,15 @@ class Model:
         prompt = self.render(fitted.messages)
         return self.backend.stream(prompt, self.chat_config(config), cancel), fitted
 
-    def chat_batch(self, conversations: Sequence[Sequence[Message]], config: GenerationConfig):
+    def chat_batch(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        config: GenerationConfig,
+        cancel: threading.Event | None = None,
+    ):
         """Answers for several independent conversations (batched where the backend can)."""
         prompts = [self.render(self.fit(c, reserve=0).messages) for c in conversations]
-        return self.backend.generate_batch(prompts, self.chat_config(config))
+        return self.backend.generate_batch(prompts, self.chat_config(config), cancel)
 
     def complete(
         self, prompt: str, config: GenerationConfig, cancel: threading.Event | None = None

@@ -163,8 +163,11 @@ class BatchDecoder:
         from llama_cpp._internals import LlamaBatch, LlamaContext
 
         cells = -(-cells_per_sequence // 256) * 256  # llama.cpp pads the KV cache to 256 cells
-        if self._context is not None and cells <= self._cells and n_sequences == self._sequences:
+        if self._context is not None and cells <= self._cells and n_sequences <= self._sequences:
             return
+        # Room for the next power of two of sequences, so a smaller last batch reuses the context.
+        n_sequences = min(MAX_SEQUENCES, 1 << (n_sequences - 1).bit_length())
+        cells = max(cells, self._cells)
         self.close()
         llm = self._backend.llm
         params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)

@@ -1,0 +1,70 @@
+"""The file formats `translate -i` reads and writes, described as data: a reader/writer pair per format.
+
+A format whose rows can hold every target (JSONL, TSV, CSV) writes one file with a field or column per
+target; the others (text, SRT, Markdown) write one file per target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bayling_local.errors import UsageError
+from bayling_local.translate.document import Document, ReadOptions
+from bayling_local.translate.format_delimited import read_csv, read_tsv, write_csv, write_tsv
+from bayling_local.translate.format_jsonl import read_jsonl, write_jsonl
+from bayling_local.translate.format_markdown import read_markdown, write_markdown
+from bayling_local.translate.format_srt import read_srt, write_srt
+from bayling_local.translate.format_text import read_text, write_text
+
+Reader = Callable[[str, ReadOptions], Document]
+Writer = Callable[[Document, Mapping[str, Sequence[str]]], str]
+"""(document, target code -> a translation per segment) -> the output file's text."""
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    name: str
+    extensions: tuple[str, ...]
+    description: str
+    read: Reader
+    write: Writer
+    one_file_per_target: bool
+
+
+FORMATS: dict[str, FileFormat] = {
+    f.name: f
+    for f in (
+        FileFormat("text", (".txt",), "one segment per line, blank lines kept", read_text, write_text, True),
+        FileFormat("jsonl", (".jsonl", ".ndjson"), "--field, output <field>_<code>", read_jsonl, write_jsonl, False),
+        FileFormat("tsv", (".tsv", ".tab"), "--column, output <column>_<code>", read_tsv, write_tsv, False),
+        FileFormat("csv", (".csv",), "--column, output <column>_<code>", read_csv, write_csv, False),
+        FileFormat("srt", (".srt",), "subtitles, timings kept", read_srt, write_srt, True),
+        FileFormat(
+            "markdown", (".md", ".markdown"), "code, URLs, front matter kept", read_markdown, write_markdown, True
+        ),
+    )
+}
+ALIASES = {"txt": "text", "md": "markdown", "ndjson": "jsonl"}
+
+
+def get_format(name: str) -> FileFormat:
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in FORMATS:
+        raise UsageError(f"unknown format {name!r}; choose one of: {', '.join(FORMATS)}")
+    return FORMATS[key]
+
+
+def format_for_path(path: Path) -> FileFormat:
+    """The format a file's extension names; plain text for a file without one."""
+    suffix = path.suffix.lower()
+    if not suffix:
+        return FORMATS["text"]
+    for file_format in FORMATS.values():
+        if suffix in file_format.extensions:
+            return file_format
+    raise UsageError(
+        f"cannot tell the format of {path.name} from its extension {suffix!r}; "
+        f"pass --format with one of: {', '.join(FORMATS)}"
+    )
