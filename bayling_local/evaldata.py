@@ -12,9 +12,9 @@ import functools
 import json
 import tarfile
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable
 
 from bayling_local.errors import UsageError
 from bayling_local.languages import resolve
@@ -209,7 +209,9 @@ def xcopa_items(
     members = {name: member for name in [code, *references] if (member := _xcopa_member(source, name, split))}
     contents = source.read(members.values())
     items = _xcopa_parse(contents[members[code]], members[code])
-    questions = _majority_questions([_xcopa_parse(contents[members[r]], members[r]) for r in references if r in members])
+    questions = _majority_questions(
+        [_xcopa_parse(contents[members[r]], members[r]) for r in references if r in members]
+    )
     fixed = [_with_question(item, questions) for item in items]
     return fixed[:limit] if limit is not None else fixed
 
@@ -222,9 +224,7 @@ def xcopa_code(path: str | Path, lang: str) -> str:
     language = resolve(lang)
     code = language.iso639_1 or language.iso639_3
     if code not in available:
-        raise EvalDataError(
-            f"XCOPA has no {language.english_name} ({language.code}); it has: {', '.join(available)}"
-        )
+        raise EvalDataError(f"XCOPA has no {language.english_name} ({language.code}); it has: {', '.join(available)}")
     return code
 
 
@@ -245,7 +245,14 @@ def _xcopa_parse(data: bytes, name: str) -> list[XcopaItem]:
     rows = _jsonl(data, name)
     try:
         return [
-            XcopaItem(int(row.get("idx", i)), row["premise"], row["choice1"], row["choice2"], row["question"], int(row["label"]))
+            XcopaItem(
+                int(row.get("idx", i)),
+                row["premise"],
+                row["choice1"],
+                row["choice2"],
+                row["question"],
+                int(row["label"]),
+            )
             for i, row in enumerate(rows)
         ]
     except (KeyError, TypeError, ValueError) as error:
@@ -332,4 +339,3 @@ def _jsonl(data: bytes, name: str) -> list[dict]:
             raise EvalDataError(f"{name} line {number} is not a JSON object")
         rows.append(row)
     return rows
-
