@@ -74,3 +74,16 @@ def test_translate_lines_gives_one_result_per_line_and_target_in_order(smollm2):
 def test_text_already_in_the_target_language_passes_through(smollm2):
     english = resolve("en")
     assert translate_text(smollm2, "Hello there", english, source=english) == "Hello there"
+
+
+def test_translate_lines_batched_equals_one_at_a_time_and_cancel_stops(smollm2):
+    import threading
+
+    targets = [resolve("fr"), resolve("sw")]
+    lines = ["Good morning.", "The river is long.", "I like tea."]
+    one = [r.text for r in translate_lines(smollm2, lines, targets, max_tokens=10, batch_size=1)]
+    batched = [r.text for r in translate_lines(smollm2, lines, targets, max_tokens=10, batch_size=4)]
+    assert one == batched
+    cancel = threading.Event()
+    cancel.set()
+    assert list(translate_lines(smollm2, lines, targets, max_tokens=10, cancel=cancel)) == []

@@ -233,7 +233,7 @@ def translate_sentences(
     stage = f"{source.code} -> {','.join(t.code for t in targets)}"
     started = time.perf_counter()
     for translation in translate_lines(
-        model, sentences, targets, source=source, config=config, max_tokens=settings.max_tokens
+        model, sentences, targets, source=source, config=config, max_tokens=settings.max_tokens, cancel=cancel
     ):
         check_cancelled(cancel)
         outputs[translation.target.code].append(translation.text)

@@ -19,6 +19,7 @@ from bayling_local.prompts import Message, translation_prompt
 # enough for any real translation, and a stop for small models that loop.
 LENGTH_FACTOR = 3
 LENGTH_SLACK = 32
+DEFAULT_BATCH_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -74,28 +75,36 @@ def translate_lines(
     glossary: Sequence[str] = (),
     config: GenerationConfig | None = None,
     max_tokens: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    cancel: threading.Event | None = None,
 ) -> Iterator[Translation]:
-    """Each line into every target, in input order with the targets of a line together."""
-    for index, line in enumerate(lines):
-        pending = [t for t in targets if line.strip() and not (source and source.code == t.code)]
-        answers = _translate_batch(model, line, pending, glossary, config, max_tokens)
-        for target in targets:
-            yield Translation(index, target, answers.get(target.code, line))
+    """Each line into every target, in input order with the targets of a line together.
+
+    (line, target) pairs are decoded `batch_size` at a time; blank lines and lines already in the
+    target language pass through. Stops early (yielding nothing more) once `cancel` is set.
+    """
+    lines = list(lines)
+    jobs = [(index, target) for index in range(len(lines)) for target in targets]
+    for start in range(0, len(jobs), batch_size):
+        if cancel is not None and cancel.is_set():
+            return
+        chunk = jobs[start : start + batch_size]
+        answers = _translate_jobs(model, lines, chunk, source, glossary, config, max_tokens, cancel)
+        if cancel is not None and cancel.is_set():
+            return  # a cancelled batch is dropped whole: nothing half-translated is yielded
+        for index, target in chunk:
+            yield Translation(index, target, answers.get((index, target.code), lines[index]))
 
 
-def _translate_batch(
-    model: Model,
-    line: str,
-    targets: Sequence[Language],
-    glossary: Sequence[str],
-    config: GenerationConfig | None,
-    max_tokens: int | None,
-) -> dict[str, str]:
-    if not targets:
+def _translate_jobs(model, lines, jobs, source, glossary, config, max_tokens, cancel) -> dict:
+    todo = [(i, t) for i, t in jobs if lines[i].strip() and not (source and source.code == t.code)]
+    if not todo:
         return {}
-    conversations = [translation_messages(line, t, glossary=glossary) for t in targets]
-    completions = model.chat_batch(conversations, _length_limited(model, line, config, max_tokens))
-    return {t.code: as_one_line(c.text) for t, c in zip(targets, completions)}
+    conversations = [translation_messages(lines[i], t, glossary=glossary) for i, t in todo]
+    # One config per batch: the longest line's limit bounds them all.
+    longest = max((lines[i] for i, _ in todo), key=lambda line: len(model.backend.tokenize(line)))
+    completions = model.chat_batch(conversations, _length_limited(model, longest, config, max_tokens), cancel)
+    return {(i, t.code): as_one_line(c.text) for (i, t), c in zip(todo, completions)}
 
 
 def _length_limited(
