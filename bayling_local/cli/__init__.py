@@ -11,7 +11,7 @@ import sys
 import typer
 
 from bayling_local import __version__
-from bayling_local.cli import bench, chat, doctor, generate, languages, models, translate
+from bayling_local.cli import bench, chat, doctor, generate, languages, models, train, translate
 
 app = typer.Typer(
     name="bayling-local",
@@ -27,6 +27,7 @@ app.command()(generate.generate)
 app.command()(languages.languages)
 app.command()(doctor.doctor)
 app.add_typer(models.app, name="models")
+app.add_typer(train.app, name="train")
 app.add_typer(bench.app, name="bench")
 
 
