@@ -1,4 +1,5 @@
-"""The Textual app for offline chat, translation and benchmarks (`import bayling_local.tui`).
+"""The Textual app for offline chat, translation, benchmarks and the model store (`bayling-local tui`).
 
-Installed as `bayling_local.tui`; the screens land with their own issue.
+Installed as `bayling_local.tui`. `app.py` holds `BaylingApp`; `screens/` one module per screen (and
+the dialogs); `widgets/` the pieces they share; `history.py` the SQLite conversation store.
 """

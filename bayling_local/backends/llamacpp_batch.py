@@ -175,6 +175,10 @@ class BatchDecoder:
         # its own cells exactly as in single generation, so greedy results match it.
         params.n_ctx, params.n_seq_max, params.kv_unified = cells * n_sequences, n_sequences, False
         params.n_batch = params.n_ubatch = BATCH_TOKENS
+        # llama.cpp uses the batch thread count for any decode of more than one token; batched decode
+        # steps are a handful of tokens, latency-bound like single decoding, so give them its threads
+        # (more threads than cores spin and collapse when the machine is busy).
+        params.n_threads_batch = params.n_threads
         self._context = LlamaContext(model=llm._model, params=params, verbose=False)
         self._batch = LlamaBatch(n_tokens=BATCH_TOKENS, embd=0, n_seq_max=1, verbose=False)
         self._cells, self._sequences = cells, n_sequences

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from bayling_local import __version__
-from bayling_local.cli import bench, chat, doctor, generate, languages, models, train, translate
+from bayling_local.cli import bench, chat, doctor, generate, languages, models, train, translate, tui
 
 app = typer.Typer(
     name="bayling-local",
@@ -26,6 +26,7 @@ app.command()(translate.translate)
 app.command()(generate.generate)
 app.command()(languages.languages)
 app.command()(doctor.doctor)
+app.command()(tui.tui)
 app.add_typer(models.app, name="models")
 app.add_typer(train.app, name="train")
 app.add_typer(bench.app, name="bench")
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     click = _click_exceptions()
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if not args and argv is None and sys.stdin.isatty() and sys.stdout.isatty():
+        args = ["tui"]  # a bare `bayling-local` on a terminal opens the TUI; in a pipe it prints help
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
