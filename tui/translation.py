@@ -1,8 +1,7 @@
 """Streaming translation for the translate screen, built on `bayling_local.translate`'s own pieces.
 
-`translate_text` returns a finished string; the screen wants pieces as they arrive, so this runs the
-same prompt (`translation_messages`), the same length limit and the same one-line cleanup, streamed.
-TODO(runtime): replace with a public `bayling_local.translate.stream_translation` when it exists.
+`translate_text` returns a finished string; the screen wants pieces as they arrive, so this streams
+`stream_translation` (the same prompt and length limit) and applies the same one-line cleanup.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from collections.abc import Callable
 
 from bayling_local.languages import Language
 from bayling_local.model import Model
-from bayling_local.translate import _length_limited, as_one_line, translation_messages
+from bayling_local.translate import as_one_line, passes_through, stream_translation
 
 OnPiece = Callable[[str], None]
 
@@ -27,9 +26,9 @@ def stream_line(
     cancel: threading.Event | None = None,
 ) -> str:
     """Translate one line, calling `on_piece` with each piece; returns what `translate_text` would."""
-    if not line.strip() or (source is not None and source.code == target.code):
+    if passes_through(line, source, target):
         return line
-    stream, _ = model.chat(translation_messages(line, target), _length_limited(model, line, None, None), cancel)
+    stream = stream_translation(model, line, target, cancel=cancel)
     for piece in stream:
         on_piece(piece)
     return as_one_line(stream.completion.text if stream.completion else "")

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Iterable, Iterator, Sequence
 
-from bayling_local.backends.base import GenerationConfig
+from bayling_local.backends.base import Completion, GenerationConfig, TextStream
 from bayling_local.languages import Language, display_name
 from bayling_local.model import Model
 from bayling_local.prompts import Message, translation_prompt
@@ -44,6 +44,33 @@ def as_one_line(text: str) -> str:
     return re.sub(r"\s*\n\s*", " ", text.strip())
 
 
+def stream_translation(
+    model: Model,
+    text: str,
+    target: Language,
+    *,
+    source: Language | None = None,
+    glossary: Sequence[str] = (),
+    config: GenerationConfig | None = None,
+    max_tokens: int | None = None,
+    cancel: threading.Event | None = None,
+) -> TextStream:
+    """`text` into `target` as it is generated; text already in `target` (or blank) streams back as is."""
+    if passes_through(text, source, target):
+        return TextStream(_unchanged(text))
+    stream, _ = model.chat(
+        translation_messages(text, target, glossary=glossary),
+        _length_limited(model, text, config, max_tokens),
+        cancel,
+    )
+    return stream
+
+
+def _unchanged(text: str):
+    yield text
+    return Completion(text)
+
+
 def translate_text(
     model: Model,
     text: str,
@@ -56,14 +83,17 @@ def translate_text(
     cancel: threading.Event | None = None,
 ) -> str:
     """`text` translated into `target` (returned unchanged when it is already in `target`)."""
-    if not text.strip() or (source is not None and source.code == target.code):
+    if passes_through(text, source, target):
         return text
-    stream, _ = model.chat(
-        translation_messages(text, target, glossary=glossary),
-        _length_limited(model, text, config, max_tokens),
-        cancel,
+    stream = stream_translation(
+        model, text, target, source=source, glossary=glossary, config=config, max_tokens=max_tokens, cancel=cancel
     )
     return as_one_line(stream.collect().text)
+
+
+def passes_through(text: str, source: Language | None, target: Language) -> bool:
+    """Blank text, or text already in the target language, is returned as it is."""
+    return not text.strip() or (source is not None and source.code == target.code)
 
 
 def translate_lines(
@@ -97,7 +127,7 @@ def translate_lines(
 
 
 def _translate_jobs(model, lines, jobs, source, glossary, config, max_tokens, cancel) -> dict:
-    todo = [(i, t) for i, t in jobs if lines[i].strip() and not (source and source.code == t.code)]
+    todo = [(i, t) for i, t in jobs if not passes_through(lines[i], source, t)]
     if not todo:
         return {}
     conversations = [translation_messages(lines[i], t, glossary=glossary) for i, t in todo]
