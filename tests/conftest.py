@@ -70,3 +70,182 @@ def llama3_tokenizer(llama3_tokenizer_path):
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(str(llama3_tokenizer_path))
+
+
+# --- conversion fixtures (convert/): real checkpoints built once and cached on this machine ---------
+
+TEST_CACHE = Path(os.environ.get("BAYLING_TEST_CACHE") or Path.home() / ".cache" / "bayling-local-tests")
+
+
+def _file_sha256_prefix(path: Path, length: int = 12) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as reader:
+        for chunk in iter(lambda: reader.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:length]
+
+
+def _build_once(target: Path, build) -> Path:
+    """Build a folder with `build(staging)` unless it exists; a finished build is renamed into place."""
+    import shutil
+
+    if (target / ".complete").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        build(staging)
+        (staging / ".complete").write_text("ok\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _save_smollm2_checkpoint(bundled: Path, folder: Path) -> None:
+    import torch
+    from tokenizers import pre_tokenizers
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled.parent, gguf_file=bundled.name)
+    # transformers rebuilds a GGUF's BPE tokenizer with plain GPT-2 splitting; SmolLM2's own tokenizer.json
+    # splits every digit first (llama.cpp's `smollm` pre-tokenizer). Restore that, so the checkpoint
+    # tokenizes like the published model.
+    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    )
+    dequantized = AutoModelForCausalLM.from_pretrained(bundled.parent, gguf_file=bundled.name, dtype=torch.float32)
+    config = dequantized.config.to_dict()
+    config.pop("quantization_config", None)  # the weights are plain float32 now
+    config.pop("_name_or_path", None)
+    config.pop("_model_name_or_path", None)
+    plain = LlamaForCausalLM(LlamaConfig.from_dict(config))
+    plain.load_state_dict(dequantized.state_dict())
+    tokenizer.save_pretrained(folder)
+    plain.save_pretrained(folder)
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf_checkpoint(bundled_gguf) -> Path:
+    """A real Hugging Face LlamaForCausalLM checkpoint (float32 safetensors, tokenizer, chat template) made
+    from the bundled SmolLM2 GGUF with transformers; built once per machine under the test cache
+    (~/.cache/bayling-local-tests/<sha of the GGUF>/, or $BAYLING_TEST_CACHE) and reused. Read-only: copy it
+    before changing anything."""
+    target = TEST_CACHE / _file_sha256_prefix(bundled_gguf) / "smollm2-135m-instruct-hf"
+    return _build_once(target, lambda folder: _save_smollm2_checkpoint(bundled_gguf, folder))
+
+
+def write_tiny_llama(
+    folder: Path,
+    tokenizer_dir: Path,
+    *,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    ffn: int = 128,
+    dtype: str = "float32",
+    seed: int = 0,
+    **config,
+) -> Path:
+    """A random-weight LlamaForCausalLM saved as safetensors with the tokenizer files of `tokenizer_dir`.
+
+    The vocabulary size is the tokenizer's; `config` overrides LlamaConfig fields (tie_word_embeddings,
+    rope_scaling, eos_token_id, ...). Weights are drawn with a larger spread than the usual init so that
+    logits are far from uniform and greedy decoding is not a coin toss.
+    """
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    settings = {
+        "vocab_size": len(tokenizer), "hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "max_position_embeddings": 2048,
+        "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "tie_word_embeddings": False,
+    }
+    settings.update(config)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(**settings, initializer_range=0.2))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("norm.weight"):
+                parameter.uniform_(0.5, 1.5)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.to(getattr(torch, dtype)).save_pretrained(folder)
+    for file in tokenizer_dir.iterdir():
+        if file.is_file() and file.name not in ("config.json", "model.safetensors", "generation_config.json", ".complete"):
+            shutil.copy(file, folder / file.name)
+    return folder
+
+
+# Text for training a small SentencePiece model; written for these tests (no corpus is copied).
+SENTENCEPIECE_TRAINING_TEXT = """\
+The quick brown fox jumps over the lazy dog near the river bank.
+A small model learns to split words into pieces that appear often in its training text.
+Numbers like 2024, 3.14 and 1,000,000 should be split into single digits.
+Le petit chat dort sur la chaise pendant que la pluie tombe dehors.
+Nous avons acheté du pain, du fromage et des pommes au marché du village.
+Der alte Mann liest jeden Morgen die Zeitung im Café an der Ecke.
+Los niños juegan en el parque hasta que el sol se pone detrás de las montañas.
+Она открыла окно, и в комнату ворвался свежий весенний ветер.
+我们明天早上去图书馆看书，然后一起吃午饭。
+今天天气很好，公园里有很多人在散步。
+الطقس جميل اليوم والأطفال يلعبون في الحديقة.
+मैं हर सुबह चाय पीता हूँ और अख़बार पढ़ता हूँ।
+Watoto wanacheza mpira uwanjani baada ya shule.
+東京の駅はとても大きくて、いつも人が多いです。
+Tabs\tand  double  spaces,   and new
+lines stay as they are in a Llama-2 style tokenizer.
+"""
+
+
+def _train_sentencepiece_tokenizer(folder: Path) -> None:
+    import sentencepiece as spm
+    from transformers import LlamaTokenizer
+
+    corpus = folder / "corpus.txt"
+    corpus.write_text(SENTENCEPIECE_TRAINING_TEXT * 20, "utf-8")
+    # Llama-2's trainer settings: BPE with byte fallback, digits split, no normalization.
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(folder / "tokenizer"), vocab_size=600, model_type="bpe",
+        byte_fallback=True, split_digits=True, allow_whitespace_only_pieces=True, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, character_coverage=0.9995, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        hard_vocab_limit=False, minloglevel=2,
+    )
+    corpus.unlink()
+    (folder / "tokenizer.vocab").unlink()
+    # Like Llama-2's: the fast tokenizer converted from tokenizer.model, adding <s> first.
+    LlamaTokenizer.from_pretrained(folder, add_bos_token=True).save_pretrained(folder)
+
+
+@pytest.fixture(scope="session")
+def sentencepiece_tokenizer_dir(tmp_path_factory) -> Path:
+    """A Llama-2 style SentencePiece tokenizer (tokenizer.model + HF files) trained in the test session."""
+    folder = tmp_path_factory.mktemp("sentencepiece-tokenizer")
+    _train_sentencepiece_tokenizer(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def smollm2_f32_gguf(smollm2_hf_checkpoint, tmp_path_factory) -> Path:
+    """`smollm2_hf_checkpoint` converted to an f32 GGUF by our converter, once per session."""
+    from bayling_local.convert import to_gguf
+
+    return to_gguf(smollm2_hf_checkpoint, "f32", out=tmp_path_factory.mktemp("smollm2-gguf") / "smollm2-f32.gguf").path
+
+
+@pytest.fixture(scope="session")
+def smollm2_quantized(smollm2_f32_gguf) -> dict[str, Path]:
+    """SmolLM2 quantized by llama.cpp from `smollm2_f32_gguf` to q8_0, q5_0 and q4_0 (no importance matrix)."""
+    from bayling_local.convert.quantize import quantize_gguf
+
+    return {
+        quant: quantize_gguf(smollm2_f32_gguf, smollm2_f32_gguf.with_name(f"smollm2-{quant}.gguf"), quant)
+        for quant in ("q8_0", "q5_0", "q4_0")
+    }

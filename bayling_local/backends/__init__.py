@@ -100,6 +100,15 @@ TRANSFORMERS = BackendSpec(
     install_hint="run `pip install 'bayling-local[convert]'`",
     devices=("cpu", "cuda"),
 )
+ONNX_RUNTIME = BackendSpec(
+    name="onnxruntime",
+    formats=("onnx",),
+    module="bayling_local.backends.onnxrt",
+    class_name="OnnxRuntimeBackend",
+    requires="onnxruntime",
+    install_hint="run `pip install 'bayling-local[onnx]'` (onnxruntime-gpu for CUDA)",
+    devices=("cpu", "cuda", "coreml"),
+)
 
-for _spec in (LLAMA_CPP, TRANSFORMERS):
+for _spec in (LLAMA_CPP, TRANSFORMERS, ONNX_RUNTIME):
     register_backend(_spec)

@@ -78,8 +78,12 @@ def onnxruntime_report() -> BackendReport:
         return BackendReport("onnxruntime", False, None, (), "pip install 'bayling-local[onnx]'")
     import onnxruntime
 
-    providers = tuple(onnxruntime.get_available_providers())
-    return BackendReport("onnxruntime", True, onnxruntime.__version__, providers, "(ONNX backend: coming)")
+    from bayling_local.backends.onnxrt import PROVIDER_FOR_DEVICE
+
+    providers = onnxruntime.get_available_providers()
+    devices = tuple(d for d, p in PROVIDER_FOR_DEVICE.items() if p in providers)
+    note = "providers: " + ", ".join(providers) + "; no Metal provider (Apple GPU: use GGUF with llama.cpp)"
+    return BackendReport("onnxruntime", True, onnxruntime.__version__, devices, note)
 
 
 def machine_summary() -> str:

@@ -3,6 +3,11 @@
 Generation uses llama-cpp-python's `Llama.generate` (its sampler chain and KV-cache prefix reuse, so a
 growing chat only evaluates the new turn); stops, cancellation and UTF-8 assembly are ours. Scoring
 decodes continuations with logits for every position through the context object.
+
+Tokenization: a GGUF made by `bayling-local convert` carries its reference tokenizer (tokenizer.json
+under `bayling.tokenizer_json`); when it is there, text is tokenized with the `tokenizers` library and
+the ids are fed to llama.cpp, because llama.cpp's re-implemented pre-tokenizers drift from the reference
+in many scripts. Other GGUFs use llama.cpp's own tokenizer.
 """
 
 from __future__ import annotations
@@ -36,16 +41,18 @@ from bayling_local.errors import (
 from bayling_local.gguf_header import read_gguf_header
 
 BATCH_SIZE = 512
+TOKENIZER_JSON_KEY = "bayling.tokenizer_json"
 
 
 class LlamaCppBackend:
     name = "llama.cpp"
 
-    def __init__(self, llm, info: ModelInfo):
+    def __init__(self, llm, info: ModelInfo, reference_tokenizer=None):
         from bayling_local.backends.llamacpp_batch import BatchDecoder
 
         self._llm = llm
         self.info = info
+        self._reference_tokenizer = reference_tokenizer
         self._lock = threading.Lock()  # one llama context serves one generation at a time
         self._batch_decoder = BatchDecoder(self)
 
@@ -80,14 +87,26 @@ class LlamaCppBackend:
             raise InvalidModelFileError(
                 f"llama.cpp could not load {path} ({header.architecture} architecture): {error}"
             ) from error
-        return cls(llm, _model_info(llm, header, n_ctx, device))
+        return cls(llm, _model_info(llm, header, n_ctx, device), _reference_tokenizer(header))
 
     # --- tokens --------------------------------------------------------------------------------
+
+    @property
+    def tokenizer_source(self) -> str:
+        """`reference` (the tokenizer.json carried in the GGUF) or `llama.cpp` (its own tokenizer)."""
+        return "reference" if self._reference_tokenizer is not None else "llama.cpp"
 
     def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
         bos = self.info.bos_token
         add = add_bos and self.info.add_bos and not (bos and text.startswith(bos))
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=add, special=True)
+        if self._reference_tokenizer is None:
+            return self._llm.tokenize(text.encode("utf-8"), add_bos=add, special=True)
+        ids = self._reference_tokenizer.encode(text, add_special_tokens=False).ids
+        return [self._llm._model.token_bos(), *ids] if add else ids
+
+    def tokenize_with_llama_cpp(self, text: str, *, add_bos: bool = False) -> list[int]:
+        """llama.cpp's own tokenization, whatever the GGUF carries (for parity reports)."""
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
         return self._llm.detokenize(list(token_ids), special=True).decode("utf-8", errors="replace")
@@ -285,6 +304,28 @@ def _gpu_layers(device: str) -> tuple[str, int]:
         f"this llama.cpp build has no {device} support (it has: {gpu or 'cpu only'}); reinstall with "
         f"CMAKE_ARGS=\"-D{flag}=on\" pip install --force-reinstall --no-cache-dir llama-cpp-python"
     )
+
+
+def _reference_tokenizer(header):
+    """The carried reference tokenizer, or None (no key, or the `tokenizers` library is missing)."""
+    text = header.metadata.get(TOKENIZER_JSON_KEY)
+    if not isinstance(text, str):
+        return None
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        import warnings
+
+        warnings.warn(
+            f"{header.path.name} carries its reference tokenizer but the `tokenizers` package is missing; "
+            "using llama.cpp's tokenizer, which differs in some scripts (pip install tokenizers)",
+            stacklevel=3,
+        )
+        return None
+    try:
+        return Tokenizer.from_str(text)
+    except Exception as error:  # tokenizers raises a bare Exception for malformed JSON
+        raise InvalidModelFileError(f"{header.path} carries a corrupt {TOKENIZER_JSON_KEY}: {error}") from error
 
 
 def _model_info(llm, header, n_ctx: int, device: str) -> ModelInfo:

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from bayling_local import __version__
-from bayling_local.cli import bench, chat, doctor, generate, languages, models, train, translate, tui
+from bayling_local.cli import bench, chat, convert, doctor, generate, languages, models, train, translate, tui, verify
 
 app = typer.Typer(
     name="bayling-local",
@@ -26,6 +26,8 @@ app.command()(translate.translate)
 app.command()(generate.generate)
 app.command()(languages.languages)
 app.command()(doctor.doctor)
+app.command()(convert.convert)
+app.command()(verify.verify)
 app.command()(tui.tui)
 app.add_typer(models.app, name="models")
 app.add_typer(train.app, name="train")

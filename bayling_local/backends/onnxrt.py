@@ -1,0 +1,430 @@
+"""The ONNX Runtime backend: runs decoders written by `convert/onnx.py` (`bayling-local convert --to onnx`).
+
+One graph serves prompt and next token; the KV cache (`present.*` outputs) is fed back as `past_key_values.*`
+each step. Several prompts run as one batch with left padding and an attention mask. On CUDA the cache
+stays on the GPU through I/O binding; only the last position's logits come back to the host for sampling.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import warnings
+from collections.abc import Generator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bayling_local.backends.base import (
+    Completion,
+    ContinuationScore,
+    FinishReason,
+    GenerationConfig,
+    LoadOptions,
+    ModelInfo,
+    Prompt,
+    TextStream,
+    resolve_context_length,
+)
+from bayling_local.backends.decoding import TextAssembler
+from bayling_local.errors import (
+    BackendUnavailableError,
+    ContextOverflowError,
+    InputTextError,
+    InvalidModelFileError,
+    ModelNotFoundError,
+)
+
+CONFIG_FILE = "bayling_onnx.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+PROVIDER_FOR_DEVICE = {
+    "cuda": "CUDAExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+AUTO_ORDER = ("cuda", "coreml", "cpu")
+"""`--device auto` takes the first of these the installed onnxruntime offers."""
+
+
+def select_provider(requested: str, available: Sequence[str]) -> tuple[str, list[str]]:
+    """(device, ONNX Runtime providers in priority order) for a `LoadOptions.device` value."""
+    if requested == "auto":
+        requested = next(d for d in AUTO_ORDER if PROVIDER_FOR_DEVICE[d] in available)
+    if requested == "metal":
+        raise BackendUnavailableError(
+            "ONNX Runtime has no Metal provider; use --device coreml, or the GGUF model with llama.cpp "
+            "for GPU speed on Apple"
+        )
+    if requested not in PROVIDER_FOR_DEVICE:
+        raise BackendUnavailableError(f"the onnxruntime backend supports cpu, cuda and coreml, not '{requested}'")
+    provider = PROVIDER_FOR_DEVICE[requested]
+    if provider not in available:
+        hint = {"cuda": "install onnxruntime-gpu", "coreml": "CoreML needs macOS"}.get(requested, "")
+        raise BackendUnavailableError(
+            f"device '{requested}' needs onnxruntime's {provider}, which this install lacks "
+            f"(has: {', '.join(available)}); {hint} or use --device cpu"
+        )
+    if requested == "coreml":
+        warnings.warn(
+            "CoreML runs only the nodes it supports; the rest fall back to the CPU, node by node",
+            stacklevel=2,
+        )
+    providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+    return requested, providers
+
+
+class OnnxRuntimeBackend:
+    """A decoder exported by `convert/onnx.py`; implements `bayling_local.backends.base.Backend`."""
+
+    name = "onnxruntime"
+
+    def __init__(self, session: Any, tokenizer: Any, config: dict, info: ModelInfo):
+        self._session = session
+        self._tokenizer = tokenizer
+        self._config = config
+        self.info = info
+        self._layers = int(config["layers"])
+        self._past_dtype = np.float16 if config.get("kv_dtype") == "float16" else np.float32
+        self._use_io_binding = info.device == "cuda"
+        self._kv_device = "cuda"
+        """Where I/O binding keeps `present.*` between steps."""
+        self._pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+
+    @classmethod
+    def load(cls, path: Path, options: LoadOptions) -> OnnxRuntimeBackend:
+        """Load an ONNX decoder folder (or its `model.onnx`) with its tokenizer and `bayling_onnx.json`."""
+        import onnxruntime
+
+        folder, model_file = _find_model(Path(path))
+        config = _read_config(folder)
+        tokenizer = _load_tokenizer(folder)
+        device, providers = select_provider(options.device, onnxruntime.get_available_providers())
+        session = _open_session(model_file, providers, options)
+        _check_graph(session, config, model_file)
+        return cls(session, tokenizer, config, _model_info(config, tokenizer, options, device))
+
+    # Tokens
+
+    def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
+        ids = list(self._tokenizer.encode(text, add_special_tokens=False))
+        bos_text = self.info.bos_token
+        if add_bos and self.info.add_bos and not (bos_text and text.startswith(bos_text)):
+            ids.insert(0, self._tokenizer.bos_token_id)
+        return ids
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    # Generation
+
+    def stream(self, prompt: Prompt, config: GenerationConfig, cancel: threading.Event | None = None) -> TextStream:
+        prompt_ids = self._prompt_ids(prompt)
+        return TextStream(self._stream_one(prompt_ids, config, cancel))
+
+    def _stream_one(self, prompt_ids: list[int], config: GenerationConfig, cancel) -> Generator[str, None, Completion]:
+        text = TextAssembler(config.stop)
+        generated: list[int] = []
+        finish: FinishReason = "length"
+        for step in self._decode([prompt_ids], config, cancel):
+            if step is None:
+                finish = "cancelled"
+                break
+            token = step[0]
+            if token is None:
+                finish = "stop"
+                break
+            generated.append(token)
+            piece = text.update(self.detokenize(generated))
+            if piece:
+                yield piece
+            if text.stopped:
+                finish = "stop"
+                break
+        piece = text.finish(self.detokenize(generated)) if generated else ""
+        if piece:
+            yield piece
+        return Completion(text.text, generated, len(prompt_ids), finish)
+
+    def generate_batch(
+        self, prompts: Sequence[Prompt], config: GenerationConfig, cancel: threading.Event | None = None
+    ) -> list[Completion]:
+        """All prompts in one batch (left-padded); each ends at its own stop, the batch at the last one."""
+        all_ids = [self._prompt_ids(p) for p in prompts]
+        if not all_ids:
+            return []
+        assemblers = [TextAssembler(config.stop) for _ in all_ids]
+        generated: list[list[int]] = [[] for _ in all_ids]
+        finish: list[FinishReason | None] = [None] * len(all_ids)
+        for step in self._decode(all_ids, config, cancel, finished=finish):
+            if step is None:
+                finish = [f or "cancelled" for f in finish]
+                break
+            for i, token in enumerate(step):
+                if finish[i] is not None:
+                    continue
+                if token is None:
+                    finish[i] = "stop"
+                    continue
+                generated[i].append(token)
+                assemblers[i].update(self.detokenize(generated[i]))
+                if assemblers[i].stopped:
+                    finish[i] = "stop"
+        results = []
+        for i, ids in enumerate(all_ids):
+            assemblers[i].finish(self.detokenize(generated[i]))
+            results.append(Completion(assemblers[i].text, generated[i], len(ids), finish[i] or "length"))
+        return results
+
+    def _decode(self, prompts: list[list[int]], config: GenerationConfig, cancel, finished: list | None = None):
+        """Yield, per step, each sequence's next token (None once it picked a stop token); None if cancelled.
+
+        `finished` (shared with the caller) lets a caller end a sequence early (stop strings); the loop
+        ends when all are finished or the token budget is spent.
+        """
+        import torch
+
+        from bayling_local.backends.hf import Sampler
+
+        samplers = [Sampler(config) for _ in prompts]
+        stop_ids = self.info.end_of_generation_ids | set(config.stop_token_ids)
+        budget = min(config.max_tokens, self.info.context_length - max(len(p) for p in prompts))
+        histories = [list(p) for p in prompts]
+        done = [False] * len(prompts)
+        input_ids, mask, positions = _left_pad(prompts, self._pad_id)
+        past = self._empty_past(len(prompts))
+        for _ in range(max(0, budget)):
+            if cancel is not None and cancel.is_set():
+                yield None
+                return
+            logits, past = self._forward(input_ids, mask, positions, past, last_only=True)
+            step: list[int | None] = []
+            for i, sampler in enumerate(samplers):
+                if done[i] or (finished is not None and finished[i] is not None):
+                    done[i] = True
+                    step.append(None)
+                    continue
+                token = sampler.pick(torch.from_numpy(logits[i]), histories[i])
+                if token in stop_ids:
+                    done[i] = True
+                    step.append(None)
+                else:
+                    histories[i].append(token)
+                    step.append(token)
+            yield step
+            if all(done) or (finished is not None and all(f is not None for f in finished)):
+                return
+            input_ids = np.array([[t if t is not None else self._pad_id] for t in step], dtype=np.int64)
+            mask = np.concatenate([mask, np.ones((len(prompts), 1), dtype=np.int64)], axis=1)
+            positions = positions[:, -1:] + 1
+
+    def _empty_past(self, batch: int) -> list[Any]:
+        shape = (batch, int(self._config["num_key_value_heads"]), 0, int(self._config["head_dim"]))
+        return [np.zeros(shape, dtype=self._past_dtype) for _ in range(2 * self._layers)]
+
+    def _forward(self, input_ids, mask, positions, past, last_only: bool = False):
+        """(logits as float32 numpy, present cache) for one step; the cache stays on the device on CUDA."""
+        feeds = {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions}
+        names = self._past_names()
+        if self._use_io_binding:
+            return self._forward_bound(feeds, dict(zip(names[0], past)), names[1])
+        feeds.update(zip(names[0], past))
+        outputs = self._session.run(["logits", *names[1]], feeds)
+        logits = outputs[0][:, -1] if last_only else outputs[0]
+        return logits, outputs[1:]
+
+    def _forward_bound(self, feeds: dict, past: dict, present_names: list[str]):
+        binding = self._session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, value)
+        for name, value in past.items():
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, value)
+            else:
+                binding.bind_ortvalue_input(name, value)
+        binding.bind_output("logits", "cpu")
+        for name in present_names:
+            binding.bind_output(name, self._kv_device)
+        self._session.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        return outputs[0].numpy()[:, -1], list(outputs[1:])
+
+    def _past_names(self) -> tuple[list[str], list[str]]:
+        past, present = [], []
+        for i in range(self._layers):
+            for part in ("key", "value"):
+                past.append(f"past_key_values.{i}.{part}")
+                present.append(f"present.{i}.{part}")
+        return past, present
+
+    # Scoring
+
+    def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[ContinuationScore]:
+        """Natural-log probability of each continuation's tokens after the prompt (one forward each)."""
+        from bayling_local.backends.decoding import continuation_ids
+
+        prompt_ids = self._prompt_ids(prompt)
+        scores = []
+        for continuation in continuations:
+            ids = continuation_ids(self, prompt, prompt_ids, continuation)
+            scores.append(ContinuationScore(continuation, tuple(ids), self._logprobs(prompt_ids, ids)))
+        return scores
+
+    def _logprobs(self, prompt_ids: list[int], ids: list[int]) -> tuple[float, ...]:
+        if not ids:
+            return ()
+        full = prompt_ids + ids
+        if len(full) > self.info.context_length:
+            raise ContextOverflowError(
+                f"prompt and continuation are {len(full)} tokens; the context window is "
+                f"{self.info.context_length} (shorten them or raise --context)"
+            )
+        logits = self.logits(full)[len(prompt_ids) - 1 : -1].astype(np.float64)
+        logits -= logits.max(axis=-1, keepdims=True)
+        logprobs = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+        return tuple(float(logprobs[i, t]) for i, t in enumerate(ids))
+
+    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Logits [len(token_ids), vocab] for one sequence in one forward (for parity checks)."""
+        ids = np.array([list(token_ids)], dtype=np.int64)
+        logits, _ = self._forward(ids, np.ones_like(ids), np.arange(ids.shape[1])[None], self._empty_past(1))
+        return np.asarray(logits[0])
+
+    def _prompt_ids(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            ids = self.tokenize(prompt, add_bos=True)
+        else:
+            ids = [int(t) for t in prompt]
+            bad = [t for t in ids if not 0 <= t < self.info.vocab_size]
+            if bad:
+                raise InputTextError(f"token id {bad[0]} is outside this model's vocabulary (0..{self.info.vocab_size - 1})")
+        if not ids:
+            raise InputTextError("the prompt is empty and the model adds no BOS token to start from")
+        if len(ids) >= self.info.context_length:
+            raise ContextOverflowError(
+                f"the input is {len(ids)} tokens; the context window is {self.info.context_length} "
+                "(shorten the input or raise --context)"
+            )
+        return ids
+
+    def close(self) -> None:
+        self._session = None
+        self._tokenizer = None
+
+
+def _left_pad(prompts: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    width = max(len(p) for p in prompts)
+    ids = np.full((len(prompts), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(prompts), width), dtype=np.int64)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = p
+        mask[i, width - len(p) :] = 1
+    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+    return ids, mask, positions
+
+
+# Loading
+
+
+def _find_model(path: Path) -> tuple[Path, Path]:
+    if not path.exists():
+        raise ModelNotFoundError(f"no ONNX model at {path}")
+    if path.is_dir():
+        candidates = sorted(path.glob("*.onnx"))
+        if not candidates:
+            raise InvalidModelFileError(f"{path} has no .onnx file; export one with `bayling-local convert --to onnx`")
+        path = candidates[0]
+    if path.suffix != ".onnx":
+        raise InvalidModelFileError(f"{path} is not an .onnx file")
+    return path.parent, path
+
+
+def _read_config(folder: Path) -> dict:
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise InvalidModelFileError(
+            f"{folder} has no {CONFIG_FILE}; export the model with `bayling-local convert --to onnx`"
+        )
+    try:
+        config = json.loads(config_path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidModelFileError(f"{config_path} is not readable JSON: {exc}") from exc
+    required = ("layers", "num_key_value_heads", "head_dim", "vocab_size")
+    missing = [k for k in required if not isinstance(config.get(k), int)]
+    if missing:
+        raise InvalidModelFileError(f"{config_path} lacks {', '.join(missing)}; re-export the model")
+    return config
+
+
+def _load_tokenizer(folder: Path) -> Any:
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise InvalidModelFileError(
+            f"{folder} has no tokenizer (tokenizer.json or tokenizer.model); copy the tokenizer files beside the .onnx"
+        )
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidModelFileError(f"could not load the tokenizer in {folder}: {_one_line(exc)}") from exc
+
+
+def _open_session(model_file: Path, providers: list[str], options: LoadOptions) -> Any:
+    import onnxruntime
+
+    session_options = onnxruntime.SessionOptions()
+    if options.threads:
+        session_options.intra_op_num_threads = options.threads
+    session_options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        # By path, never from bytes: external weight data (`model.onnx.data`) is found beside it.
+        return onnxruntime.InferenceSession(str(model_file), session_options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+        raise InvalidModelFileError(f"{model_file} is not a loadable ONNX model: {_one_line(exc)}") from exc
+
+
+def _check_graph(session: Any, config: dict, model_file: Path) -> None:
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    if "past_key_values.0.key" not in inputs or "present.0.key" not in outputs:
+        raise InvalidModelFileError(
+            f"{model_file} has no KV-cache inputs (past_key_values.N.key/value); "
+            "export it with `bayling-local convert --to onnx`"
+        )
+    layers = sum(1 for name in inputs if name.startswith("past_key_values.") and name.endswith(".key"))
+    kv_shape = inputs["past_key_values.0.key"].shape
+    expected = (config["layers"], config["num_key_value_heads"], config["head_dim"])
+    if (layers, kv_shape[1], kv_shape[3]) != expected:
+        raise InvalidModelFileError(
+            f"{CONFIG_FILE} does not match {model_file.name}: config says layers/kv_heads/head_dim "
+            f"{expected}, the graph has {(layers, kv_shape[1], kv_shape[3])}; re-export the model"
+        )
+
+
+def _model_info(config: dict, tokenizer: Any, options: LoadOptions, device: str) -> ModelInfo:
+    from bayling_local.backends.hf import _adds_bos_by_default, _chat_template
+
+    trained = int(config.get("max_position_embeddings") or 0)
+    special = set(tokenizer.all_special_ids) | {
+        i for i, t in tokenizer.added_tokens_decoder.items() if getattr(t, "special", False)
+    }
+    eos = {int(i) for i in config.get("eos_token_ids") or []}
+    if tokenizer.eos_token_id is not None:
+        eos.add(int(tokenizer.eos_token_id))
+    return ModelInfo(
+        architecture="llama",
+        context_length=resolve_context_length(options.context_length, trained),
+        trained_context_length=trained,
+        vocab_size=int(config["vocab_size"]),
+        bos_token=tokenizer.bos_token,
+        eos_token=tokenizer.eos_token,
+        add_bos=_adds_bos_by_default(tokenizer),
+        chat_template=config.get("chat_template") or _chat_template(tokenizer),
+        end_of_generation_ids=frozenset(i for i in eos if i in special),
+        device=device,
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

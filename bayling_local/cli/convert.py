@@ -1,0 +1,116 @@
+"""`bayling-local convert`: a Hugging Face checkpoint to GGUF (any llama.cpp type), into the store or a file."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from bayling_local.cli.options import ChatFormatOption
+from bayling_local.cli.output import human_size, print_table
+
+
+def convert(
+    checkpoint: Annotated[
+        str | None, typer.Argument(help="Hugging Face checkpoint folder (config.json, safetensors, tokenizer) or store name.")
+    ] = None,
+    to: Annotated[str, typer.Option("--to", help="Output format: gguf (llama.cpp) or onnx (ONNX Runtime).")] = "gguf",
+    quant: Annotated[str, typer.Option("--quant", "-q", help="Output type, e.g. f16, q8_0, q4_k_m (see --list-quants).")] = "f16",
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Write to this file or folder instead of the store.")] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Store name (default: folder name and quant).")] = None,
+    chat_format: ChatFormatOption = None,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Read pickled .bin weights (pickle can run code).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing store entry or output file.")] = False,
+    imatrix: Annotated[
+        str, typer.Option("--imatrix", help="auto (compute from --calibration for types that gain from it), none, "
+                          "or an importance-matrix file.")
+    ] = "auto",
+    calibration: Annotated[
+        str | None, typer.Option("--calibration", help="Calibration text for the importance matrix: a FLORES-200 "
+                                 "folder or archive (language-balanced dev sample), or .txt files.")
+    ] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Write the fidelity report (tokenization, logits, KL) beside the result.")] = False,
+    texts: Annotated[
+        str | None, typer.Option("--texts", help="With --verify: FLORES-200 folder or archive, or a text file.")
+    ] = None,
+    list_quants: Annotated[bool, typer.Option("--list-quants", help="List the output types with their bits per weight.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --list-quants: print JSON.")] = False,
+    block_size: Annotated[int, typer.Option("--block-size", help="With --to onnx --quant int4: 32, 64 or 128.")] = 32,
+    export_device: Annotated[str, typer.Option("--export-device", help="With --to onnx: cpu or cuda.")] = "cpu",
+) -> None:
+    """Convert CHECKPOINT to a GGUF; the result is imported into the model store unless --out is given."""
+    from bayling_local.errors import UsageError
+
+    if list_quants:
+        _print_quants(as_json)
+        return
+    if checkpoint is None:
+        raise UsageError("name a checkpoint folder or store name to convert (or pass --list-quants)")
+    if to == "onnx":
+        _to_onnx(checkpoint, quant, out, block_size, export_device)
+        return
+    if to != "gguf":
+        raise UsageError(f"unknown output format '{to}'; convert writes: gguf, onnx")
+    from bayling_local.convert import to_gguf
+
+    with _progress() as progress:
+        result = to_gguf(checkpoint, quant, out=out, name=name, chat_format=chat_format,
+                         allow_pickle=allow_pickle, force=force, imatrix=imatrix, calibration=calibration,
+                         verify=verify, verify_texts=texts,
+                         progress=progress)
+    for warning in result.warnings:
+        print(f"bayling-local: warning: {warning}", file=sys.stderr)
+    what = f"{result.quant}, {human_size(result.size)}, chat format {result.chat_format}"
+    if result.store_name:
+        print(f"imported '{result.store_name}' ({what}) into {result.path.parent}")
+    else:
+        print(f"wrote {result.path} ({what})")
+    if result.report:
+        print(f"fidelity report: {result.report} (and .md)")
+
+
+def _to_onnx(checkpoint: str, quant: str, out: str | None, block_size: int, export_device: str) -> None:
+    """ONNX goes to a folder (default `<checkpoint>-onnx-<quant>` here); run it with `--model FOLDER`."""
+    from pathlib import Path
+
+    from bayling_local.convert import to_onnx
+
+    quant = {"f16": "fp16", "f32": "fp32"}.get(quant, quant)
+    target = Path(out) if out else Path.cwd() / f"{Path(checkpoint).name}-onnx-{quant}"
+    written = to_onnx(Path(checkpoint), target, quant, block_size, export_device)
+    print(f"wrote {written} (ONNX {quant}); run it with `bayling-local chat --model {written}`")
+
+
+def _print_quants(as_json: bool) -> None:
+    from bayling_local.convert.quantize import quant_table
+
+    rows = quant_table()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    print_table(
+        ("type", "bits/weight", "weights", "imatrix", "description"),
+        [(r["name"], f"{r['bits_per_weight']:.4g}", r["weight_type"], r["imatrix"], r["description"]) for r in rows],
+    )
+
+
+@contextlib.contextmanager
+def _progress():
+    """A rich progress bar per stage on a terminal; silent in a pipe."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update

@@ -1,0 +1,419 @@
+"""Export a Llama checkpoint to an ONNX decoder with a KV cache, and quantize it (fp32/fp16/int8/int4).
+
+Route: the graph is written directly with `onnx.helper` from the checkpoint's weights, not traced. The
+torch exporters follow transformers' cache classes, which change between releases (optimum-onnx pins
+transformers < 4.58); a Llama decoder is a dozen ops per layer, so writing it is shorter than patching a
+trace, works with any transformers that loads the weights, and keeps only plain `MatMul`s with constant
+weights, which ORT's dynamic quantizer (int8) and our MatMulNBits packer (int4) rewrite. One graph serves
+prompt and next token: `past_key_values.N.key/value` [batch, kv_heads, past, head_dim] in,
+`present.N.key/value` out; the attention mask covers past + new tokens, so left padding works.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from bayling_local.errors import InvalidModelFileError, UsageError
+
+ONNX_QUANTS = ("fp32", "fp16", "int8", "int4")
+QUANT_ALIASES = {"f32": "fp32", "f16": "fp16"}
+"""The GGUF spellings of the float types `--quant` also takes."""
+BLOCK_SIZES = (32, 64, 128)
+OPSET = 17
+MODEL_FILE = "model.onnx"
+CONFIG_FILE = "bayling_onnx.json"
+EXTERNAL_DATA_LIMIT = 1_800_000_000
+"""Bytes of weights above which they go to `model.onnx.data` (protobuf caps one message at 2 GB)."""
+INT4_ACCURACY_LEVEL = 4
+"""MatMulNBits `accuracy_level` 4: activations quantized to int8 on the CPU, the fastest CPU kernel."""
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+    "generation_config.json", "chat_template.jinja", "added_tokens.json",
+)
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    """The dimensions of a Llama decoder that the graph is built from."""
+
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    rms_eps: float
+
+
+def to_onnx(checkpoint: Path, out: Path, quant: str = "fp32", block_size: int = 32, export_device: str = "cpu") -> Path:
+    """Write an ONNX decoder folder for the Llama checkpoint `checkpoint` at `quant`; returns `out`.
+
+    `export_device` is accepted for CLI symmetry; the weights are read on the CPU (export does no compute).
+    """
+    quant = QUANT_ALIASES.get(quant, quant)
+    if quant not in ONNX_QUANTS:
+        raise UsageError(f"--quant {quant} is not an ONNX precision; use one of {', '.join(ONNX_QUANTS)}")
+    if block_size not in BLOCK_SIZES:
+        raise UsageError(f"--block-size must be one of {BLOCK_SIZES}, not {block_size}")
+    if export_device not in ("cpu", "cuda"):
+        raise UsageError(f"--export-device must be cpu or cuda, not {export_device}")
+    checkpoint, out = Path(checkpoint), Path(out)
+    model, tokenizer_files = _load_checkpoint(checkpoint)
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    graph_dtype = "fp16" if quant == "fp16" else "fp32"
+    proto, shape = build_decoder(model, graph_dtype)
+    if quant == "int8":
+        proto = quantize_int8(proto, staging, block_size)
+    elif quant == "int4":
+        proto = quantize_int4(proto, block_size)
+    save_model(proto, staging / MODEL_FILE)
+    for file in tokenizer_files:
+        shutil.copy(file, staging / file.name)
+    _write_config(staging, model, shape, quant, block_size, checkpoint)
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return out
+
+
+def _load_checkpoint(checkpoint: Path):
+    config_path = checkpoint / "config.json"
+    if not config_path.is_file():
+        raise InvalidModelFileError(f"{checkpoint} has no config.json; pass a Hugging Face Llama checkpoint folder")
+    config = json.loads(config_path.read_text("utf-8"))
+    if config.get("model_type") != "llama":
+        raise InvalidModelFileError(
+            f"{checkpoint} holds a '{config.get('model_type')}' model; ONNX export supports Llama only"
+        )
+    tokenizer_files = [checkpoint / n for n in TOKENIZER_FILES if (checkpoint / n).is_file()]
+    if not any(f.name in ("tokenizer.json", "tokenizer.model") for f in tokenizer_files):
+        raise InvalidModelFileError(f"{checkpoint} has no tokenizer.json or tokenizer.model; copy the tokenizer into it")
+    import torch
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(checkpoint, dtype=torch.float32, local_files_only=True)
+    return model.eval(), tokenizer_files
+
+
+# Graph
+
+
+class _Builder:
+    """Collects nodes and initializers with unique names."""
+
+    def __init__(self, float_type: int):
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.float_type = float_type
+        self.np_float = np.float16 if float_type == TensorProto.FLOAT16 else np.float32
+        self._count = 0
+
+    def op(self, op_type: str, inputs: list[str], name_hint: str = "", outputs: int | list[str] = 1, **attrs):
+        self._count += 1
+        base = f"{name_hint or op_type}_{self._count}"
+        names = outputs if isinstance(outputs, list) else [f"{base}_out{i}" for i in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, inputs, names, name=base, **attrs))
+        return names[0] if len(names) == 1 else names
+
+    def weight(self, name: str, array: np.ndarray, as_float: bool = True) -> str:
+        if as_float:
+            array = array.astype(self.np_float)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def const(self, values, dtype=np.int64) -> str:
+        self._count += 1
+        return self.weight(f"const_{self._count}", np.asarray(values, dtype=dtype), as_float=False)
+
+
+def _llama_shape(model) -> LlamaShape:
+    c = model.config
+    heads = c.num_attention_heads
+    return LlamaShape(
+        layers=c.num_hidden_layers, hidden=c.hidden_size, heads=heads,
+        kv_heads=c.num_key_value_heads or heads,
+        head_dim=getattr(c, "head_dim", None) or c.hidden_size // heads,
+        vocab=c.vocab_size, rms_eps=float(c.rms_norm_eps),
+    )
+
+
+def build_decoder(model, dtype: str = "fp32") -> tuple[onnx.ModelProto, LlamaShape]:
+    """The ONNX graph of a transformers LlamaForCausalLM (weights copied, no tracing)."""
+    shape = _llama_shape(model)
+    float_type = TensorProto.FLOAT16 if dtype == "fp16" else TensorProto.FLOAT
+    b = _Builder(float_type)
+    state = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    inputs, outputs = _io(shape, float_type)
+    x = b.op("Gather", [b.weight("embed_tokens", state["model.embed_tokens.weight"]), "input_ids"], "embed")
+    cos, sin = _rotary(b, model)
+    mask_bias = _attention_bias(b)
+    for i in range(shape.layers):
+        x = _layer(b, state, shape, i, x, cos, sin, mask_bias)
+    x = _rms_norm(b, x, state["model.norm.weight"], shape.rms_eps, "final_norm")
+    lm_head = state.get("lm_head.weight", state["model.embed_tokens.weight"])
+    logits = b.op("MatMul", [x, b.weight("lm_head", lm_head.T)], "lm_head")
+    if float_type != TensorProto.FLOAT:
+        logits = b.op("Cast", [logits], "logits_cast", to=TensorProto.FLOAT)
+    b.op("Identity", [logits], outputs=["logits"])
+    graph = helper.make_graph(b.nodes, "llama_decoder", inputs, outputs, b.initializers)
+    proto = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)],
+        producer_name="bayling-local",
+    )
+    proto.ir_version = 8
+    return proto, shape
+
+
+def _io(shape: LlamaShape, float_type: int):
+    kv = ["batch", shape.kv_heads, "past_sequence", shape.head_dim]
+    present = ["batch", shape.kv_heads, "total_sequence", shape.head_dim]
+    inputs = [
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
+        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total_sequence"]),
+        helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "sequence"]),
+    ]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "sequence", shape.vocab])]
+    for i in range(shape.layers):
+        for part in ("key", "value"):
+            inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{part}", float_type, kv))
+            outputs.append(helper.make_tensor_value_info(f"present.{i}.{part}", float_type, present))
+    return inputs, outputs
+
+
+def _rotary(b: _Builder, model) -> tuple[str, str]:
+    """cos and sin [batch, 1, seq, head_dim] from position_ids, with the checkpoint's own inv_freq (any rope
+    scaling transformers applied is in it) and attention scaling, computed in float32 as transformers does."""
+    rotary = model.model.rotary_emb
+    inv_freq = rotary.inv_freq.detach().float().numpy()
+    scaling = float(getattr(rotary, "attention_scaling", 1.0))
+    positions = b.op("Cast", ["position_ids"], "pos_float", to=TensorProto.FLOAT)
+    positions = b.op("Unsqueeze", [positions, b.const([-1])])
+    freqs = b.op("Mul", [positions, b.weight("inv_freq", inv_freq, as_float=False)])
+    emb = b.op("Concat", [freqs, freqs], axis=-1)
+    results = []
+    for fn in ("Cos", "Sin"):
+        value = b.op(fn, [emb])
+        if scaling != 1.0:
+            value = b.op("Mul", [value, b.const(scaling, np.float32)])
+        if b.float_type != TensorProto.FLOAT:
+            value = b.op("Cast", [value], to=b.float_type)
+        results.append(b.op("Unsqueeze", [value, b.const([1])]))
+    return results[0], results[1]
+
+
+def _attention_bias(b: _Builder) -> str:
+    """[batch, 1, seq, total] additive mask: 0 where a query may see a key (causal and not padding)."""
+    seq = b.op("Gather", [b.op("Shape", ["input_ids"]), b.const(1)])
+    total = b.op("Gather", [b.op("Shape", ["attention_mask"]), b.const(1)])
+    past = b.op("Sub", [total, seq])
+    query_pos = b.op("Range", [past, total, b.const(1)])
+    key_pos = b.op("Range", [b.const(0), total, b.const(1)])
+    causal = b.op("LessOrEqual", [b.op("Unsqueeze", [key_pos, b.const([0])]), b.op("Unsqueeze", [query_pos, b.const([1])])])
+    not_padding = b.op("Cast", [b.op("Unsqueeze", ["attention_mask", b.const([1, 2])])], to=TensorProto.BOOL)
+    allowed = b.op("And", [causal, not_padding])
+    lowest = float(np.finfo(b.np_float).min)
+    return b.op("Where", [allowed, b.const(0.0, b.np_float), b.const(lowest, b.np_float)], "mask_bias")
+
+
+def _rms_norm(b: _Builder, x: str, weight: np.ndarray, eps: float, name: str) -> str:
+    # In float32 whatever the graph's precision, as transformers does (squares overflow float16).
+    if b.float_type != TensorProto.FLOAT:
+        x = b.op("Cast", [x], to=TensorProto.FLOAT)
+    variance = b.op("ReduceMean", [b.op("Mul", [x, x])], axes=[-1], keepdims=1)
+    inv = b.op("Reciprocal", [b.op("Sqrt", [b.op("Add", [variance, b.const(eps, np.float32)])])])
+    normed = b.op("Mul", [x, inv])
+    if b.float_type != TensorProto.FLOAT:
+        normed = b.op("Cast", [normed], to=b.float_type)
+    return b.op("Mul", [normed, b.weight(f"{name}.weight", weight)], name)
+
+
+def _linear(b: _Builder, x: str, state: dict, key: str) -> str:
+    # MatMul by the transposed weight: the form both quantizers recognise.
+    return b.op("MatMul", [x, b.weight(key, state[key + ".weight"].T)], key.replace(".", "_"))
+
+
+def _heads(b: _Builder, x: str, n_heads: int, head_dim: int) -> str:
+    """[batch, seq, n*d] -> [batch, n, seq, d]"""
+    return b.op("Transpose", [b.op("Reshape", [x, b.const([0, 0, n_heads, head_dim])])], perm=[0, 2, 1, 3])
+
+
+def _rope(b: _Builder, x: str, cos: str, sin: str, head_dim: int) -> str:
+    half = head_dim // 2
+    first, second = b.op("Split", [x, b.const([half, half])], outputs=2, axis=-1)
+    rotated = b.op("Concat", [b.op("Neg", [second]), first], axis=-1)
+    return b.op("Add", [b.op("Mul", [x, cos]), b.op("Mul", [rotated, sin])])
+
+
+def _repeat_kv(b: _Builder, x: str, shape: LlamaShape) -> str:
+    groups = shape.heads // shape.kv_heads
+    if groups == 1:
+        return x
+    expanded = b.op("Unsqueeze", [x, b.const([2])])
+    expanded = b.op("Expand", [expanded, b.const([1, 1, groups, 1, 1])])
+    return b.op("Reshape", [expanded, b.const([0, shape.heads, -1, shape.head_dim])])
+
+
+def _layer(b: _Builder, state: dict, shape: LlamaShape, i: int, x: str, cos: str, sin: str, mask_bias: str) -> str:
+    p = f"model.layers.{i}"
+    h = _rms_norm(b, x, state[f"{p}.input_layernorm.weight"], shape.rms_eps, f"{p}.input_layernorm")
+    q = _rope(b, _heads(b, _linear(b, h, state, f"{p}.self_attn.q_proj"), shape.heads, shape.head_dim), cos, sin, shape.head_dim)
+    k = _rope(b, _heads(b, _linear(b, h, state, f"{p}.self_attn.k_proj"), shape.kv_heads, shape.head_dim), cos, sin, shape.head_dim)
+    v = _heads(b, _linear(b, h, state, f"{p}.self_attn.v_proj"), shape.kv_heads, shape.head_dim)
+    k = b.op("Concat", [f"past_key_values.{i}.key", k], outputs=[f"present.{i}.key"], axis=2)
+    v = b.op("Concat", [f"past_key_values.{i}.value", v], outputs=[f"present.{i}.value"], axis=2)
+    k, v = _repeat_kv(b, k, shape), _repeat_kv(b, v, shape)
+    scale = b.const(1.0 / np.sqrt(shape.head_dim), b.np_float)
+    scores = b.op("Mul", [b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])]), scale])
+    probs = b.op("Softmax", [b.op("Add", [scores, mask_bias])], axis=-1)
+    attn = b.op("Transpose", [b.op("MatMul", [probs, v])], perm=[0, 2, 1, 3])
+    attn = b.op("Reshape", [attn, b.const([0, 0, shape.heads * shape.head_dim])])
+    x = b.op("Add", [x, _linear(b, attn, state, f"{p}.self_attn.o_proj")])
+    h = _rms_norm(b, x, state[f"{p}.post_attention_layernorm.weight"], shape.rms_eps, f"{p}.post_attention_layernorm")
+    gate = _linear(b, h, state, f"{p}.mlp.gate_proj")
+    up = _linear(b, h, state, f"{p}.mlp.up_proj")
+    act = b.op("Mul", [b.op("Mul", [gate, b.op("Sigmoid", [gate])]), up])
+    return b.op("Add", [x, _linear(b, act, state, f"{p}.mlp.down_proj")])
+
+
+# Quantization
+
+
+INT8_DYNAMIC_EXCLUDED = ("down_proj",)
+"""MatMuls kept out of int8 dynamic quantization: the MLP down projection's input has outlier channels
+(one per-tensor activation scale crushes the rest; KL to fp32 on SmolLM2 goes from 0.08 to 0.95 with it),
+so its weights get weight-only 8-bit `MatMulNBits` instead, with float activations."""
+
+
+def quantize_int8(proto: onnx.ModelProto, workdir: Path, block_size: int = 32) -> onnx.ModelProto:
+    """int8 weights for every MatMul by ONNX Runtime's dynamic quantization (activations at run time),
+    except the outlier-prone ones in `INT8_DYNAMIC_EXCLUDED`, which become weight-only 8-bit."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    source, target = workdir / "fp32.tmp.onnx", workdir / "int8.tmp.onnx"
+    large = _weight_bytes(proto) > EXTERNAL_DATA_LIMIT
+    save_model(proto, source)
+    excluded = [n.name for n in proto.graph.node if n.op_type == "MatMul" and _is_excluded(n.name)]
+    quantize_dynamic(
+        source, target, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+        per_channel=True, use_external_data_format=large, nodes_to_exclude=excluded,
+        extra_options={"MatMulConstBOnly": True},
+    )
+    result = onnx.load(target)
+    for path in workdir.glob("*.tmp.onnx*"):
+        path.unlink()
+    for path in workdir.glob("*.data"):
+        if path.name != MODEL_FILE + ".data":
+            path.unlink()
+    return quantize_weight_only(result, bits=8, block_size=block_size, select=_is_excluded)
+
+
+def _is_excluded(node_name: str) -> bool:
+    return any(part in node_name for part in INT8_DYNAMIC_EXCLUDED)
+
+
+def quantize_int4(proto: onnx.ModelProto, block_size: int = 32) -> onnx.ModelProto:
+    """Symmetric 4-bit weight-only `MatMulNBits` for every MatMul by a constant weight."""
+    return quantize_weight_only(proto, bits=4, block_size=block_size)
+
+
+def quantize_weight_only(proto: onnx.ModelProto, bits: int, block_size: int = 32, select=lambda name: True) -> onnx.ModelProto:
+    """Replace each selected MatMul by a constant [K, N] weight with a symmetric `MatMulNBits` (weight-only).
+
+    Packs with ONNX Runtime's own kernel helpers (`quantize_matmul_4bits/8bits`), the ones its
+    MatMulNBitsQuantizer calls; that class needs the `onnx_ir` package, which is not a dependency here.
+    """
+    from onnxruntime.capi import _pybind_state
+
+    pack = getattr(_pybind_state, f"quantize_matmul_{bits}bits")
+    weights = {t.name: t for t in proto.graph.initializer}
+    nodes, replaced = [], set()
+    for node in proto.graph.node:
+        is_candidate = node.op_type == "MatMul" and len(node.input) == 2 and select(node.name)
+        tensor = weights.get(node.input[1]) if is_candidate else None
+        if tensor is None or len(tensor.dims) != 2:
+            nodes.append(node)
+            continue
+        w = numpy_helper.to_array(tensor)
+        k, n = w.shape
+        blocks = (k + block_size - 1) // block_size
+        packed = np.zeros((n, blocks, block_size * bits // 8), dtype=np.uint8)
+        scales = np.zeros(n * blocks, dtype=w.dtype)
+        zero_points = np.zeros(n * ((blocks * bits + 7) // 8), dtype=np.uint8)
+        pack(packed, np.ascontiguousarray(w), scales, zero_points, block_size, n, k, True)
+        proto.graph.initializer.extend([
+            numpy_helper.from_array(packed, f"{tensor.name}_Q{bits}"),
+            numpy_helper.from_array(scales, f"{tensor.name}_scales"),
+        ])
+        replaced.add(tensor.name)
+        nodes.append(helper.make_node(
+            "MatMulNBits", [node.input[0], f"{tensor.name}_Q{bits}", f"{tensor.name}_scales"], list(node.output),
+            name=f"{node.name}_Q{bits}", domain="com.microsoft",
+            K=k, N=n, bits=bits, block_size=block_size, accuracy_level=INT4_ACCURACY_LEVEL,
+        ))
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    kept = [t for t in proto.graph.initializer if t.name not in replaced]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    return proto
+
+
+# Files
+
+
+def _weight_bytes(proto: onnx.ModelProto) -> int:
+    return sum(len(t.raw_data) for t in proto.graph.initializer)
+
+
+def save_model(proto: onnx.ModelProto, path: Path) -> None:
+    """Save; weights go to `<name>.data` beside it when the model is too big for one protobuf."""
+    if _weight_bytes(proto) > EXTERNAL_DATA_LIMIT:
+        onnx.save_model(proto, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(proto, path)
+
+
+def _write_config(folder: Path, model, shape: LlamaShape, quant: str, block_size: int, checkpoint: Path) -> None:
+    generation = getattr(model, "generation_config", None)
+    eos = model.config.eos_token_id
+    eos_ids = sorted({*(eos if isinstance(eos, list) else [eos] if eos is not None else []),
+                      *_as_list(getattr(generation, "eos_token_id", None))})
+    template = None
+    tokenizer_config = folder / "tokenizer_config.json"
+    if tokenizer_config.is_file():
+        template = json.loads(tokenizer_config.read_text("utf-8")).get("chat_template")
+    if template is None and (folder / "chat_template.jinja").is_file():
+        template = (folder / "chat_template.jinja").read_text("utf-8")
+    config = {
+        "format": "bayling-onnx-decoder", "format_version": 1,
+        "architecture": "llama", "model_file": MODEL_FILE,
+        "layers": shape.layers, "hidden_size": shape.hidden, "num_attention_heads": shape.heads,
+        "num_key_value_heads": shape.kv_heads, "head_dim": shape.head_dim, "vocab_size": shape.vocab,
+        "max_position_embeddings": int(model.config.max_position_embeddings or 0),
+        "kv_layout": {"past": "past_key_values.{layer}.{key|value}", "present": "present.{layer}.{key|value}",
+                      "shape": "batch, kv_heads, sequence, head_dim"},
+        "precision": quant, "kv_dtype": "float16" if quant == "fp16" else "float32",
+        "block_size": block_size if quant in ("int4", "int8") else None,
+        "bos_token_id": model.config.bos_token_id, "eos_token_ids": eos_ids,
+        "chat_template": template,
+        "provenance": {"checkpoint": str(checkpoint.resolve()), "exporter": "bayling-local convert/onnx.py",
+                       "opset": OPSET, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+    }
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, ensure_ascii=False), "utf-8")
+
+
+def _as_list(value) -> list[int]:
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]

@@ -1,0 +1,244 @@
+"""ONNX export (`bayling_local.convert.onnx`) and the ONNX Runtime backend against the transformers reference."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bayling_local.backends.base import GenerationConfig, LoadOptions
+from bayling_local.errors import BackendUnavailableError, InvalidModelFileError
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from bayling_local.backends.onnxrt import OnnxRuntimeBackend, select_provider
+from bayling_local.convert.onnx import to_onnx
+from tests.conftest import run_cli, write_tiny_llama
+
+PROMPTS = {
+    "en": "The capital of France is",
+    "fr": "Le petit chat dort sur",
+    "zh": "我们明天早上去",
+    "de": "Der alte Mann liest jeden Morgen",
+}
+GREEDY = GenerationConfig(max_tokens=12)
+
+
+@pytest.fixture(scope="session")
+def smollm2_onnx(smollm2_hf_checkpoint, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("onnx")
+    return {q: to_onnx(smollm2_hf_checkpoint, root / q, q) for q in ("fp32", "int8", "int4")}
+
+
+@pytest.fixture(scope="session")
+def reference(smollm2_hf_checkpoint):
+    from bayling_local.backends.hf import HFBackend
+
+    backend = HFBackend.load(smollm2_hf_checkpoint, LoadOptions(device="cpu"))
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def onnx_fp32(smollm2_onnx):
+    backend = OnnxRuntimeBackend.load(smollm2_onnx["fp32"], LoadOptions(device="cpu", threads=2))
+    yield backend
+    backend.close()
+
+
+def _reference_logits(reference, ids: list[int]) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return reference.model(input_ids=torch.tensor([ids])).logits[0].float().numpy()
+
+
+def test_fp32_logits_match_transformers_within_1e3_in_every_language(onnx_fp32, reference):
+    for language, prompt in PROMPTS.items():
+        ids = reference.tokenize(prompt, add_bos=True)
+        difference = np.abs(onnx_fp32.logits(ids) - _reference_logits(reference, ids)).max()
+        assert difference < 1e-3, f"{language}: max |logit difference| {difference}"
+
+
+def test_fp32_greedy_continuations_equal_transformers(onnx_fp32, reference):
+    for language, prompt in PROMPTS.items():
+        ours = onnx_fp32.stream(prompt, GREEDY).collect()
+        theirs = reference.stream(prompt, GREEDY).collect()
+        assert ours.token_ids == theirs.token_ids, language
+        assert ours.text == theirs.text
+
+
+def test_batched_greedy_equals_one_at_a_time(onnx_fp32):
+    prompts = list(PROMPTS.values()) + ["Hi"]  # lengths differ, so the batch is left-padded
+    one_by_one = [onnx_fp32.stream(p, GREEDY).collect() for p in prompts]
+    batched = onnx_fp32.generate_batch(prompts, GREEDY)
+    assert [c.token_ids for c in batched] == [c.token_ids for c in one_by_one]
+    assert [c.text for c in batched] == [c.text for c in one_by_one]
+
+
+def test_kv_cache_decoding_matches_full_recompute(onnx_fp32):
+    prompt = onnx_fp32.tokenize(PROMPTS["en"], add_bos=True)
+    generated = onnx_fp32.stream(prompt, GREEDY).collect().token_ids
+    full = onnx_fp32.logits(prompt + generated)
+    assert full[len(prompt) - 1 : -1].argmax(axis=-1).tolist() == generated
+
+
+def test_stop_strings_and_stop_tokens_end_generation(onnx_fp32):
+    free = onnx_fp32.stream(PROMPTS["en"], GREEDY).collect()
+    cut = free.text[3:6]
+    stopped = onnx_fp32.stream(PROMPTS["en"], GenerationConfig(max_tokens=12, stop=(cut,))).collect()
+    assert stopped.finish_reason == "stop" and stopped.text == free.text[: free.text.index(cut)]
+    by_token = GenerationConfig(max_tokens=12, stop_token_ids=(free.token_ids[2],))
+    assert onnx_fp32.stream(PROMPTS["en"], by_token).collect().token_ids == free.token_ids[:2]
+
+
+def test_seeded_sampling_repeats_and_differs_from_greedy(onnx_fp32):
+    config = GenerationConfig(max_tokens=12, temperature=1.0, top_k=40, top_p=0.95, seed=7)
+    first = onnx_fp32.stream(PROMPTS["fr"], config).collect().token_ids
+    assert first == onnx_fp32.stream(PROMPTS["fr"], config).collect().token_ids
+    assert first != onnx_fp32.stream(PROMPTS["fr"], GREEDY).collect().token_ids
+
+
+def test_scores_match_transformers(onnx_fp32, reference):
+    ours = onnx_fp32.score(PROMPTS["en"], [" Paris", " London"])
+    theirs = reference.score(PROMPTS["en"], [" Paris", " London"])
+    assert [s.token_ids for s in ours] == [s.token_ids for s in theirs]
+    for a, b in zip(ours, theirs):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-3)
+    assert ours[0].logprob > ours[1].logprob
+
+
+def test_io_binding_path_gives_the_same_tokens(smollm2_onnx, onnx_fp32):
+    # The CUDA path binds the cache to the device; bound to the CPU here it runs the same code.
+    bound = OnnxRuntimeBackend.load(smollm2_onnx["fp32"], LoadOptions(device="cpu", threads=2))
+    bound._use_io_binding, bound._kv_device = True, "cpu"
+    prompts = [PROMPTS["en"], PROMPTS["zh"]]
+    assert [c.token_ids for c in bound.generate_batch(prompts, GREEDY)] == [
+        c.token_ids for c in onnx_fp32.generate_batch(prompts, GREEDY)
+    ]
+
+
+def _top1_and_kl(backend, reference, prompt: str) -> tuple[float, float]:
+    ids = reference.tokenize(prompt, add_bos=True)
+    ours, theirs = backend.logits(ids).astype(np.float64), _reference_logits(reference, ids).astype(np.float64)
+    log_p = theirs - np.logaddexp.reduce(theirs, axis=-1, keepdims=True)
+    log_q = ours - np.logaddexp.reduce(ours, axis=-1, keepdims=True)
+    kl = float((np.exp(log_p) * (log_p - log_q)).sum(axis=-1).mean())
+    top1 = float((ours.argmax(-1) == theirs.argmax(-1)).mean())
+    return top1, kl
+
+
+@pytest.mark.parametrize("quant,min_top1,max_kl", [("int8", 0.8, 0.1), ("int4", 0.5, 1.0)])
+def test_quantized_top1_agreement_and_kl_per_language(smollm2_onnx, reference, quant, min_top1, max_kl, record_property):
+    backend = OnnxRuntimeBackend.load(smollm2_onnx[quant], LoadOptions(device="cpu", threads=2))
+    report = {lang: _top1_and_kl(backend, reference, prompt * 3) for lang, prompt in PROMPTS.items()}
+    record_property(f"{quant}_top1_kl", report)
+    print(f"\n{quant}: " + ", ".join(f"{k} top1={t:.2f} kl={d:.4f}" for k, (t, d) in report.items()))
+    top1 = np.mean([t for t, _ in report.values()])
+    kl = np.mean([d for _, d in report.values()])
+    assert top1 >= min_top1 and kl <= max_kl, report
+    assert backend.stream(PROMPTS["en"], GREEDY).collect().token_ids  # it also generates
+
+
+def test_quantized_graphs_use_the_quantized_ops(smollm2_onnx):
+    ops = {q: {n.op_type for n in onnx.load(smollm2_onnx[q] / "model.onnx", load_external_data=False).graph.node}
+           for q in ("int8", "int4")}
+    assert "MatMulInteger" in ops["int8"] or "DynamicQuantizeMatMul" in ops["int8"]
+    assert "MatMulNBits" in ops["int4"]
+    config = json.loads((smollm2_onnx["int4"] / "bayling_onnx.json").read_text())
+    assert config["precision"] == "int4" and config["block_size"] == 32 and config["chat_template"]
+
+
+def test_tiny_gqa_llama_with_tied_embeddings_exports_generates_and_matches(tmp_path, llama3_tokenizer_path):
+    import torch
+    from transformers import LlamaForCausalLM
+
+    tokenizer_dir = tmp_path / "tok"
+    tokenizer_dir.mkdir()
+    shutil.copy(llama3_tokenizer_path, tokenizer_dir / "tokenizer.json")
+    checkpoint = write_tiny_llama(tmp_path / "tiny", tokenizer_dir, heads=4, kv_heads=2, tie_word_embeddings=True)
+    for quant in ("fp32", "fp16"):
+        out = to_onnx(checkpoint, tmp_path / f"onnx-{quant}", quant)
+        backend = OnnxRuntimeBackend.load(out, LoadOptions(device="cpu"))
+        ids = backend.tokenize("Watoto wanacheza mpira", add_bos=True)
+        with torch.inference_mode():
+            expected = LlamaForCausalLM.from_pretrained(checkpoint)(torch.tensor([ids])).logits[0].numpy()
+        tolerance = 1e-3 if quant == "fp32" else 0.1
+        assert np.abs(backend.logits(ids) - expected).max() < tolerance, quant
+        completion = backend.stream(ids, GenerationConfig(max_tokens=8)).collect()
+        assert completion.token_ids and completion.finish_reason in ("length", "stop")
+
+
+def test_auto_device_prefers_cuda_then_coreml_then_cpu():
+    assert select_provider("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == (
+        "cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.warns(UserWarning, match="fall back to the CPU"):
+        assert select_provider("auto", ["CoreMLExecutionProvider", "CPUExecutionProvider"])[0] == "coreml"
+    assert select_provider("auto", ["CPUExecutionProvider"]) == ("cpu", ["CPUExecutionProvider"])
+    with pytest.raises(BackendUnavailableError, match="onnxruntime-gpu"):
+        select_provider("cuda", ["CPUExecutionProvider"])
+    with pytest.raises(BackendUnavailableError, match="no Metal provider"):
+        select_provider("metal", ["CPUExecutionProvider"])
+
+
+def _copy(folder: Path, target: Path) -> Path:
+    shutil.copytree(folder, target)
+    return target
+
+
+def _graph_without_kv(folder: Path) -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input_ids"], ["logits"])], "g",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "s"])],
+        [helper.make_tensor_value_info("logits", TensorProto.INT64, ["b", "s"])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), folder / "model.onnx")
+
+
+def _mismatch_config(folder: Path) -> None:
+    config = json.loads((folder / "bayling_onnx.json").read_text())
+    config["layers"] += 1
+    (folder / "bayling_onnx.json").write_text(json.dumps(config))
+
+
+BAD_INPUTS = {
+    "not onnx": (lambda f: (f / "model.onnx").write_bytes(b"this is not a protobuf"), "not a loadable ONNX model"),
+    "no kv inputs": (_graph_without_kv, "no KV-cache inputs"),
+    "no tokenizer": (lambda f: (f / "tokenizer.json").unlink(), "has no tokenizer"),
+    "mismatched config": (_mismatch_config, "does not match"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_onnx_artifact_is_one_clear_line(smollm2_onnx, tmp_path, case):
+    break_it, message = BAD_INPUTS[case]
+    folder = _copy(smollm2_onnx["int4"], tmp_path / "model")
+    break_it(folder)
+    with pytest.raises(InvalidModelFileError, match=message):
+        OnnxRuntimeBackend.load(folder, LoadOptions(device="cpu"))
+    if case == "not onnx":  # and through the CLI: one line on stderr, non-zero exit
+        result = run_cli("generate", "-m", str(folder / "model.onnx"), "--device", "cpu", "Hello")
+        lines = result.stderr.decode().strip().splitlines()
+        assert result.returncode != 0 and len(lines) == 1 and message in lines[0], lines
+
+
+def test_weights_past_the_protobuf_limit_go_to_external_data_and_load_by_path(tmp_path, llama3_tokenizer_path, monkeypatch):
+    import bayling_local.convert.onnx as exporter
+
+    monkeypatch.setattr(exporter, "EXTERNAL_DATA_LIMIT", 0)  # as if the model were over 2 GB
+    tokenizer_dir = tmp_path / "tok"
+    tokenizer_dir.mkdir()
+    shutil.copy(llama3_tokenizer_path, tokenizer_dir / "tokenizer.json")
+    checkpoint = write_tiny_llama(tmp_path / "tiny", tokenizer_dir)
+    for quant in ("fp32", "int8"):
+        out = to_onnx(checkpoint, tmp_path / f"onnx-{quant}", quant)
+        assert (out / "model.onnx.data").stat().st_size > (out / "model.onnx").stat().st_size
+        assert sorted(p.name for p in out.glob("*.onnx*")) == ["model.onnx", "model.onnx.data"]
+        backend = OnnxRuntimeBackend.load(out / "model.onnx", LoadOptions(device="cpu"))
+        assert backend.stream("Hello", GenerationConfig(max_tokens=4)).collect().token_ids
