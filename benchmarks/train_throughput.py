@@ -37,10 +37,11 @@ def main() -> int:
     args = _arguments()
     _importable_from_checkout()
     import torch
+    from transformers import LlamaConfig
+
     from bayling_local.training import trainer as parts
     from bayling_local.training.config import TrainConfig
     from bayling_local.training.deepspeed import deepspeed_config
-    from transformers import LlamaConfig
 
     parts.ensure_distributed_env()
     train = TrainConfig(
@@ -144,8 +145,9 @@ def _synchronize() -> None:
 
 
 def _trainer(model, training_args, dataset, timer):
-    from bayling_local.training.tokenization import SftCollator
     from transformers import Trainer
+
+    from bayling_local.training.tokenization import SftCollator
 
     return Trainer(model=model, args=training_args, train_dataset=dataset,
                    data_collator=SftCollator(pad_token_id=0), callbacks=[timer.callback()])

@@ -13,13 +13,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from torch import nn  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from bayling_local.backends import backend_for_format  # noqa: E402
-from bayling_local.backends.base import Backend, GenerationConfig, LoadOptions  # noqa: E402
-from bayling_local.backends.hf import HFBackend  # noqa: E402
-from bayling_local.errors import (  # noqa: E402
+from bayling_local.backends import backend_for_format
+from bayling_local.backends.base import Backend, GenerationConfig, LoadOptions
+from bayling_local.backends.hf import HFBackend
+from bayling_local.errors import (
     BackendUnavailableError,
     ContextOverflowError,
     InvalidModelFileError,

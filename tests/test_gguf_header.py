@@ -133,7 +133,7 @@ def test_bundled_copy_cut_inside_its_header_is_refused_as_truncated(bundled_gguf
 @pytest.mark.parametrize(
     "content",
     [
-        "a plain text file that is long enough to pass the size check\n".encode(),
+        b"a plain text file that is long enough to pass the size check\n",
         b"PK\x03\x04" + bytes(60),  # zip (also a .safetensors-less HF archive)
         b"\x89PNG\r\n\x1a\n" + bytes(60),
         b"FUGG" + struct.pack("<IQQ", 3, 0, 0),  # the magic byte-swapped

@@ -8,6 +8,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from bayling_local.errors import UnknownLanguageError, UsageError
+from bayling_local.languages import LANGUAGES
 from bayling_local.training.config import load_recipe, recipe_from_mapping
 from bayling_local.training.data import build_mix
 from bayling_local.training.data.crosslingual import CrossLingualContext, crosslingual_pools, join_sentences
@@ -17,9 +20,6 @@ from bayling_local.training.data.parallel import read_parallel
 from bayling_local.training.data.records import DataError
 from bayling_local.training.data.wordings import CHINESE, ENGLISH, check_template, load_wordings_file
 from bayling_local.training.typed import RecipeError
-
-from bayling_local.errors import UnknownLanguageError, UsageError
-from bayling_local.languages import LANGUAGES
 from tests.fixtures.training.support import FIXTURES, TINY_RECIPE, run_cli, shared_data_dir, write_recipe
 
 PARALLEL = FIXTURES / "parallel"

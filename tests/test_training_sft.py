@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from bayling_local.training.deepspeed import NAMED_CONFIGS, deepspeed_config, zero_stage
 from bayling_local.training.launch import launch_command
-
 from tests.fixtures.training.support import (
     build_llama2_style_tokenizer,
     losses_by_step,
@@ -77,10 +77,10 @@ def test_training_loss_falls_clearly(tiny_run):
 
 @pytest.mark.slow
 def test_final_checkpoint_is_consolidated_with_tokenizer_template_and_recipe(tiny_run):
-    from bayling_local.training.config import load_recipe
     from safetensors import safe_open
 
     from bayling_local.prompts import detect_chat_format
+    from bayling_local.training.config import load_recipe
 
     final = tiny_run.output_dir / "final"
     with safe_open(str(final / "model.safetensors"), "pt") as weights:
@@ -120,10 +120,10 @@ def test_converted_checkpoint_generates_through_llama_cpp(tiny_run, tmp_path):
     if importlib.util.find_spec("bayling_local.convert.pipeline") is None:
         pytest.skip("bayling_local.convert.to_gguf is not available yet (the converter lands with its own issue)")
     import torch
-    from bayling_local.convert import to_gguf
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from bayling_local.backends.base import GenerationConfig, LoadOptions
+    from bayling_local.convert import to_gguf
     from bayling_local.model import open_model
 
     final = tiny_run.output_dir / "final"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
+from bayling_local.errors import UsageError
+from bayling_local.prompts import get_chat_format, jinja_chat_format
 from bayling_local.training.chat_templates import CHAT_TEMPLATES
 from bayling_local.training.tokenization import (
     IGNORE_INDEX,
@@ -13,9 +16,6 @@ from bayling_local.training.tokenization import (
     encode_conversation,
     pack,
 )
-
-from bayling_local.errors import UsageError
-from bayling_local.prompts import get_chat_format, jinja_chat_format
 from tests.fixtures.training.support import build_llama2_style_tokenizer, save_llama3_tokenizer
 
 CONVERSATIONS = [
@@ -157,9 +157,9 @@ def test_saved_chat_template_renders_exactly_as_the_format(format_id):
 def test_model_built_for_training_keeps_packed_examples_apart(llama2_style, tmp_path):
     """The model `train sft` builds: packed rows give each example the logits it has alone."""
     import torch
+
     from bayling_local.training import trainer as parts
     from bayling_local.training.config import recipe_from_mapping
-
     from tests.fixtures.training.support import tiny_recipe
 
     llama2_style.save_pretrained(str(tmp_path / "tok"))

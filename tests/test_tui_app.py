@@ -14,15 +14,15 @@ import time
 from contextlib import asynccontextmanager
 
 import pytest
+from textual.widgets import Input, Markdown, OptionList, ProgressBar, TextArea
+
+from bayling_local.bench.results import read_records
 from bayling_local.tui.app import BaylingApp
 from bayling_local.tui.history import History
 from bayling_local.tui.screens.chat_settings import ChatSettings
 from bayling_local.tui.widgets.file_translation import FileTranslation
 from bayling_local.tui.widgets.message import MessageView
 from bayling_local.tui.widgets.translation_output import TranslationOutput
-from textual.widgets import Input, Markdown, OptionList, ProgressBar, TextArea
-
-from bayling_local.bench.results import read_records
 
 pytestmark = pytest.mark.slow
 SIZE = (100, 30)

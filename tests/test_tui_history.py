@@ -7,6 +7,7 @@ import sqlite3
 from datetime import datetime, timezone
 
 import pytest
+
 from bayling_local.tui.history import (
     MIGRATIONS,
     SCHEMA_VERSION,

@@ -12,6 +12,7 @@ import contextlib
 import time
 
 import pytest
+
 from bayling_local.tui.app import BaylingApp
 from bayling_local.tui.history import History
 from bayling_local.tui.widgets.message import MessageView

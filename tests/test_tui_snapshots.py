@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-from bayling_local.tui.app import BaylingApp
-from bayling_local.tui.history import History
 
 from bayling_local.bench.results import RunRecord, append_record
+from bayling_local.tui.app import BaylingApp
+from bayling_local.tui.history import History
 
 SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
 FIXED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)

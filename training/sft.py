@@ -13,9 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bayling_local.training.config import Recipe, load_recipe
-
 from bayling_local.errors import BaylingError, UsageError
+from bayling_local.training.config import Recipe, load_recipe
 
 
 def run_sft(recipe: Recipe, *, resume: bool = False, stop_after: int | None = None) -> Path | None:
@@ -93,8 +92,9 @@ def _model_dtype(train, ds_config):
 
 
 def _trainer(parts, model, args, datasets, tokenizer, output_dir: Path):
-    from bayling_local.training.tokenization import SftCollator
     from transformers import Trainer
+
+    from bayling_local.training.tokenization import SftCollator
 
     return Trainer(
         model=model,

@@ -14,10 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bayling_local.training.data.records import messages_from_record, read_jsonl_records
-
 from bayling_local.errors import TemplateError, UsageError
 from bayling_local.prompts import ChatFormat, Message
+from bayling_local.training.data.records import messages_from_record, read_jsonl_records
 
 IGNORE_INDEX = -100
 # Formats whose rendered text does not carry the beginning-of-sequence token (Llama-2 adds <s>).

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, TrainingArguments
+
+from bayling_local.errors import UsageError
+from bayling_local.prompts import ChatFormat, get_chat_format
 from bayling_local.training.chat_templates import CHAT_TEMPLATES
 from bayling_local.training.config import Recipe, TrainConfig, save_recipe
 from bayling_local.training.data.build import MixPaths
 from bayling_local.training.data.records import DataError
 from bayling_local.training.tokenization import SftDataset, encode_all, load_conversations, pack, unpacked
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, TrainingArguments
-
-from bayling_local.errors import UsageError
-from bayling_local.prompts import ChatFormat, get_chat_format
 
 LOG_FILE = "train_log.jsonl"
 FINAL_DIR = "final"

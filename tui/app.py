@@ -9,14 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import ClassVar
 
-from bayling_local.tui.errors import describe
-from bayling_local.tui.history import History
-from bayling_local.tui.model_slot import ModelSlot
-from bayling_local.tui.screens.bench import BenchScreen
-from bayling_local.tui.screens.chat import ChatScreen
-from bayling_local.tui.screens.chat_settings import ChatSettings
-from bayling_local.tui.screens.models import ModelsScreen
-from bayling_local.tui.screens.translate import TranslateScreen
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
@@ -25,6 +17,14 @@ from textual.screen import Screen
 
 from bayling_local.backends.base import LoadOptions
 from bayling_local.model import Model, default_model_name
+from bayling_local.tui.errors import describe
+from bayling_local.tui.history import History
+from bayling_local.tui.model_slot import ModelSlot
+from bayling_local.tui.screens.bench import BenchScreen
+from bayling_local.tui.screens.chat import ChatScreen
+from bayling_local.tui.screens.chat_settings import ChatSettings
+from bayling_local.tui.screens.models import ModelsScreen
+from bayling_local.tui.screens.translate import TranslateScreen
 
 DARK, LIGHT = "textual-dark", "textual-light"
 
@@ -87,7 +87,7 @@ class BaylingApp(App[None]):
     def _load(self, name: str | None) -> None:
         try:
             model = self.slot.load(name)
-        except Exception as error:  # noqa: BLE001 - a model that fails to load is a notification, not a crash
+        except Exception as error:
             self.call_from_thread(self._load_failed, self.model_label, describe(error))
             return
         self.call_from_thread(self._loaded, model.name)

@@ -276,7 +276,7 @@ def _json_log(target: str | None):
         yield JsonEventLog(sys.stdout)
     else:
         try:
-            stream = open(target, "w", encoding="utf-8")  # noqa: SIM115 (closed below; OSError here is the path's)
+            stream = open(target, "w", encoding="utf-8")
         except OSError as error:
             raise UsageError(f"cannot write the JSON log {target}: {error.strerror}") from None
         with stream:

@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from bayling_local.languages import resolve
 from bayling_local.training.config import DataConfig, Recipe, SourceConfig
 from bayling_local.training.data.crosslingual import CrossLingualContext, Pool, crosslingual_pools
 from bayling_local.training.data.instructions import read_instructions
@@ -22,8 +23,6 @@ from bayling_local.training.data.parallel import read_parallel
 from bayling_local.training.data.records import DataError, Example
 from bayling_local.training.data.stats import load_token_counter, mix_stats, stats_markdown
 from bayling_local.training.data.wordings import Wordings, wordings_for
-
-from bayling_local.languages import resolve
 
 
 @dataclass(frozen=True)

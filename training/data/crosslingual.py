@@ -16,11 +16,10 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from bayling_local.languages import resolve
 from bayling_local.training.data.parallel import ParallelCorpus
 from bayling_local.training.data.records import Example
 from bayling_local.training.data.wordings import FOLLOW_UP_KINDS, Wordings
-
-from bayling_local.languages import resolve
 
 # Scripts written without spaces between sentences.
 UNSPACED_SCRIPTS = frozenset({"Hans", "Hant", "Jpan", "Thai", "Khmr", "Laoo", "Mymr", "Tibt"})

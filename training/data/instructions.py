@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from bayling_local.training.data.records import DataError, Example, messages_from_record, read_jsonl_records
-
 from bayling_local.errors import UnknownLanguageError
 from bayling_local.languages import resolve
+from bayling_local.training.data.records import DataError, Example, messages_from_record, read_jsonl_records
 
 FORMAT_KEYS = {"alpaca": "instruction", "messages": "messages", "sharegpt": "conversations"}
 

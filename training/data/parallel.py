@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bayling_local.training.data.records import DataError
-
 from bayling_local.errors import UnknownLanguageError
 from bayling_local.languages import resolve
+from bayling_local.training.data.records import DataError
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2")
 

@@ -6,9 +6,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bayling_local.training.data.records import DataError, Example
-
 from bayling_local.languages import resolve
+from bayling_local.training.data.records import DataError, Example
 
 TokenCounter = Callable[[list[str]], list[int]]
 

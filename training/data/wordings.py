@@ -19,9 +19,8 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bayling_local.training.typed import RecipeError
-
 from bayling_local.languages import Language, resolve
+from bayling_local.training.typed import RecipeError
 
 # Which placeholders each kind of wording must and may use.
 REQUIRED_FIELDS: dict[str, frozenset[str]] = {

@@ -8,11 +8,6 @@ import threading
 from collections.abc import Iterable
 from typing import ClassVar
 
-from bayling_local.tui.bench_runs import BenchRequest, check_request, run_request
-from bayling_local.tui.errors import describe
-from bayling_local.tui.widgets.bench_form import BenchForm
-from bayling_local.tui.widgets.results_view import ResultsView
-from bayling_local.tui.widgets.top_bar import TopBar
 from textual import work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
@@ -25,6 +20,11 @@ from bayling_local.bench.jobs import BenchmarkCancelled, ProgressEvent
 from bayling_local.bench.results import read_records
 from bayling_local.errors import BaylingError
 from bayling_local.store import list_models
+from bayling_local.tui.bench_runs import BenchRequest, check_request, run_request
+from bayling_local.tui.errors import describe
+from bayling_local.tui.widgets.bench_form import BenchForm
+from bayling_local.tui.widgets.results_view import ResultsView
+from bayling_local.tui.widgets.top_bar import TopBar
 
 DATA_SETTING = "bench.data"
 DATA_ENV = "BAYLING_SHARED_DATA"  # the variable `bayling-local bench --data` reads too
@@ -130,7 +130,7 @@ class BenchScreen(Screen):
                     app.call_from_thread(app.model_swapped, load(previous).name)
         except BenchmarkCancelled:
             message = "benchmark stopped; the models that finished are in the results"
-        except Exception as error:  # noqa: BLE001 - a worker's failure becomes a notification, never a traceback
+        except Exception as error:
             app.call_from_thread(self.notify, describe(error), title="bench", severity="error", timeout=10)
         app.call_from_thread(self._finished, request.kind, message)
 

@@ -6,15 +6,6 @@ import threading
 from collections.abc import Iterable
 from typing import ClassVar
 
-from bayling_local.tui.errors import describe
-from bayling_local.tui.history import Conversation, title_from
-from bayling_local.tui.screens.chat_settings import ChatSettings, ChatSettingsDialog
-from bayling_local.tui.screens.dialogs import Confirm, TextPrompt
-from bayling_local.tui.screens.pickers import ModelPicker
-from bayling_local.tui.widgets.conversation_list import ConversationList
-from bayling_local.tui.widgets.message import MessageView
-from bayling_local.tui.widgets.message_list import MessageList
-from bayling_local.tui.widgets.top_bar import TopBar
 from textual import work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
@@ -26,6 +17,15 @@ from textual.widgets import Footer, Input, Label, Static
 from bayling_local.backends.base import Completion
 from bayling_local.chat import ChatSession
 from bayling_local.store import list_models
+from bayling_local.tui.errors import describe
+from bayling_local.tui.history import Conversation, title_from
+from bayling_local.tui.screens.chat_settings import ChatSettings, ChatSettingsDialog
+from bayling_local.tui.screens.dialogs import Confirm, TextPrompt
+from bayling_local.tui.screens.pickers import ModelPicker
+from bayling_local.tui.widgets.conversation_list import ConversationList
+from bayling_local.tui.widgets.message import MessageView
+from bayling_local.tui.widgets.message_list import MessageList
+from bayling_local.tui.widgets.top_bar import TopBar
 
 
 class ChatScreen(Screen):
@@ -120,7 +120,7 @@ class ChatScreen(Screen):
                     app.call_from_thread(self._note_dropped, reply.dropped_turns)
                 for piece in reply:
                     app.call_from_thread(reply_view.append, piece)
-        except Exception as error:  # noqa: BLE001 - every failure becomes a notification, never a traceback
+        except Exception as error:
             app.call_from_thread(self._answer_failed, text, user_view, reply_view, describe(error))
             return
         app.call_from_thread(self._answer_finished, text, user_view, reply_view, reply.completion)

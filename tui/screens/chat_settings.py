@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from bayling_local.tui.screens.dialogs import DIALOG_CSS
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -13,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, TextArea
 
 from bayling_local.backends.base import GenerationConfig
+from bayling_local.tui.screens.dialogs import DIALOG_CSS
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import ClassVar
 
-from bayling_local.tui.errors import describe
-from bayling_local.tui.widgets.top_bar import TopBar
 from textual import work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
@@ -16,6 +14,8 @@ from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, P
 
 from bayling_local.cli.output import human_size
 from bayling_local.store import StoredModel, import_model, list_models
+from bayling_local.tui.errors import describe
+from bayling_local.tui.widgets.top_bar import TopBar
 
 COLUMNS = ("name", "format", "quant", "size", "context", "languages", "source")
 CONVERT_NOTE = "Conversion (GGUF quant / ONNX precision) arrives with `bayling-local convert`."
@@ -114,7 +114,7 @@ class ModelsScreen(Screen):
 
         try:
             model = import_model(path, name=name, link=link, progress=progress)
-        except Exception as error:  # noqa: BLE001 - a worker's failure becomes a notification, never a traceback
+        except Exception as error:
             self.app.call_from_thread(self._import_done, None, describe(error))
             return
         self.app.call_from_thread(self._import_done, model, None)

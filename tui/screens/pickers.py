@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from bayling_local.tui.screens.dialogs import DIALOG_CSS
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -15,6 +14,7 @@ from textual.widgets.option_list import Option
 
 from bayling_local.languages import LANGUAGES, Language, search
 from bayling_local.store import StoredModel
+from bayling_local.tui.screens.dialogs import DIALOG_CSS
 
 ANY_LANGUAGE = ""
 """What the language picker returns for "any source language"."""

@@ -7,12 +7,6 @@ import threading
 from collections.abc import Iterable
 from typing import ClassVar
 
-from bayling_local.tui.errors import describe
-from bayling_local.tui.screens.pickers import ANY_LANGUAGE, LanguagePicker
-from bayling_local.tui.translation import stream_text
-from bayling_local.tui.widgets.file_translation import FileTranslation
-from bayling_local.tui.widgets.top_bar import TopBar
-from bayling_local.tui.widgets.translation_output import TranslationOutput
 from textual import work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
@@ -22,6 +16,12 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, TabbedContent, TabPane, TextArea
 
 from bayling_local.languages import Language, resolve
+from bayling_local.tui.errors import describe
+from bayling_local.tui.screens.pickers import ANY_LANGUAGE, LanguagePicker
+from bayling_local.tui.translation import stream_text
+from bayling_local.tui.widgets.file_translation import FileTranslation
+from bayling_local.tui.widgets.top_bar import TopBar
+from bayling_local.tui.widgets.translation_output import TranslationOutput
 
 DEFAULT_SOURCE, DEFAULT_TARGETS = "eng_Latn", ("zho_Hans",)
 
@@ -176,7 +176,7 @@ class TranslateScreen(Screen):
                         source=source,
                         cancel=cancel,
                     )
-        except Exception as error:  # noqa: BLE001 - a worker's failure becomes a notification, never a traceback
+        except Exception as error:
             app.call_from_thread(self.notify, describe(error), title="translate", severity="error", timeout=8)
         app.call_from_thread(self._finished, cancel.is_set())
 

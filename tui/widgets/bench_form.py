@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from bayling_local.tui.bench_runs import KINDS, BenchRequest
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import ContentSwitcher, Input, Label, Select
@@ -10,6 +9,7 @@ from textual.widgets import ContentSwitcher, Input, Label, Select
 from bayling_local.bench.choice import TASKS, ChoiceSettings
 from bayling_local.bench.speed import SpeedSettings
 from bayling_local.bench.translation import TranslationSettings
+from bayling_local.tui.bench_runs import KINDS, BenchRequest
 
 DEFAULT_LIMIT = 20
 DATA_HINT = "folder or archive (e.g. flores200_dev_devtest_204langs.tar.xz, xcopa.tar.xz)"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from bayling_local.tui.errors import describe
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -18,6 +17,7 @@ from textual.widgets import Button, Checkbox, Input, Label, ProgressBar
 
 from bayling_local.languages import Language
 from bayling_local.translate.batch import DEFAULT_BATCH_SIZE, BatchOptions, BatchProgress, BatchReport, translate_file
+from bayling_local.tui.errors import describe
 
 FORMATS_HINT = "text, jsonl, tsv, csv, srt or markdown (from the extension)"
 
@@ -130,7 +130,7 @@ class FileTranslation(Vertical):
                     cancel=cancel,
                     progress=lambda progress: app.call_from_thread(self._show_progress, progress),
                 )
-        except Exception as error:  # noqa: BLE001 - a worker's failure becomes a notification, never a traceback
+        except Exception as error:
             app.call_from_thread(self._finished, None, describe(error))
             return
         app.call_from_thread(self._finished, report, None)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bayling_local.tui.history import StoredMessage
-from bayling_local.tui.widgets.message import MessageView
 from textual.containers import VerticalScroll
 from textual.widgets import Button
+
+from bayling_local.tui.history import StoredMessage
+from bayling_local.tui.widgets.message import MessageView
 
 WINDOW = 40
 

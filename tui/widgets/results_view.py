@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bayling_local.tui.widgets.bar_chart import BarChart
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Label, Select
 
 from bayling_local.bench.results import RunRecord
+from bayling_local.tui.widgets.bar_chart import BarChart
 
 CHART_ROWS = 8
 

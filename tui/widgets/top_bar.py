@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from bayling_local.tui.widgets.model_badge import ModelBadge
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Static
+
+from bayling_local.tui.widgets.model_badge import ModelBadge
 
 SCREENS = (
     ("chat", "F1", "Chat"),
