@@ -76,6 +76,13 @@ def test_training_loss_falls_clearly(tiny_run):
 
 
 @pytest.mark.slow
+def test_tensorboard_event_files_are_written(tiny_run):
+    pytest.importorskip("tensorboard")
+    events = list(Path(tiny_run.output_dir).rglob("events.out.tfevents.*"))
+    assert events and any(e.stat().st_size > 0 for e in events)
+
+
+@pytest.mark.slow
 def test_final_checkpoint_is_consolidated_with_tokenizer_template_and_recipe(tiny_run):
     from safetensors import safe_open
 
