@@ -288,7 +288,6 @@ async def test_models_screen_imports_a_gguf_with_progress_and_lists_it(bundled_g
     async with running(app) as pilot:
         await pilot.press("f4")
         screen = app.screen
-        assert screen.query_one("#convert").disabled
         screen.query_one("#import-path", Input).value = str(bundled_gguf)
         screen.query_one("#import-name", Input).value = "smol-copy"
         updates = []
@@ -299,6 +298,24 @@ async def test_models_screen_imports_a_gguf_with_progress_and_lists_it(bundled_g
         assert len(updates) > 1 and updates[-1] == bundled_gguf.stat().st_size
         assert (home / "models" / "smol-copy" / "manifest.json").is_file()
         assert screen.query_one("DataTable").row_count == 2
+
+
+@sync
+async def test_models_screen_converts_a_checkpoint_to_a_gguf_quant_with_progress(smollm2_hf_checkpoint, home):
+    app = BaylingApp(load_on_start=False)
+    async with running(app) as pilot:
+        await pilot.press("f4")
+        screen = app.screen
+        screen.query_one("#convert-source", Input).value = str(smollm2_hf_checkpoint)
+        screen.query_one("#convert-quant", Input).value = "q8_0"
+        updates = []
+        bar = screen.query_one("#convert-progress", ProgressBar)
+        bar.watch(bar, "progress", lambda value: updates.append(value), init=False)
+        await pilot.click("#convert")
+        await wait_for(pilot, lambda: any(m.manifest.quant == "Q8_0" for m in screen.models), timeout=300,
+                       what="the conversion")
+        assert len(updates) > 1
+        assert not screen.query_one("#convert").disabled
 
 
 @sync
