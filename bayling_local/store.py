@@ -293,14 +293,17 @@ def _copy_file_hashing(source: Path, target: Path, progress: Progress | None) ->
     return digest.hexdigest()
 
 
-def _sha256_or_none(source: Path) -> str | None:
-    if not source.is_file():
-        return None
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in 4 MiB chunks (manifests and conversion provenance use it)."""
     digest = hashlib.sha256()
-    with source.open("rb") as reader:
+    with path.open("rb") as reader:
         for chunk in iter(lambda: reader.read(1 << 22), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _sha256_or_none(source: Path) -> str | None:
+    return file_sha256(source) if source.is_file() else None
 
 
 class _staging_folder:

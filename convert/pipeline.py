@@ -24,6 +24,7 @@ from bayling_local.convert.checkpoint import Checkpoint, open_checkpoint
 from bayling_local.convert.gguf import WRITTEN_TYPES, GGUFPlan, Provenance, plan_gguf, write_gguf
 from bayling_local.convert.vocab import GGUFVocab, build_vocab
 from bayling_local.errors import StoreError, UsageError
+from bayling_local.store import file_sha256
 
 Progress = Callable[[str, int, int], None]
 """(stage, done, total): stage is `hash`, `write` or `quantize`."""
@@ -305,14 +306,6 @@ def _verify(artifact: Path, checkpoint: Path, baseline: Path | None, texts, fina
     if progress:
         progress("verify", 1, 1)
     return json_path
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as reader:
-        for chunk in iter(lambda: reader.read(1 << 24), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _Destination:

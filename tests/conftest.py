@@ -78,13 +78,9 @@ TEST_CACHE = Path(os.environ.get("BAYLING_TEST_CACHE") or Path.home() / ".cache"
 
 
 def _file_sha256_prefix(path: Path, length: int = 12) -> str:
-    import hashlib
+    from bayling_local.store import file_sha256
 
-    digest = hashlib.sha256()
-    with path.open("rb") as reader:
-        for chunk in iter(lambda: reader.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:length]
+    return file_sha256(path)[:length]
 
 
 def _build_once(target: Path, build) -> Path:

@@ -307,15 +307,9 @@ def read_stdin_lines() -> list[str]:
     """Stdin as lines of UTF-8 text; a clear error when it is empty or not UTF-8."""
     if sys.stdin is None or sys.stdin.isatty():
         raise InputTextError("no text to translate: give TEXT arguments or pipe lines on stdin")
-    data = sys.stdin.buffer.read()
-    try:
-        decoded = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise InputTextError(
-            f"stdin is not UTF-8 text (byte 0x{data[error.start]:02x} on line {line}); convert it first, "
-            "e.g. `iconv -f LATIN1 -t UTF-8`"
-        ) from None
+    from bayling_local.translate.files import decode_utf8
+
+    decoded = decode_utf8(sys.stdin.buffer.read(), "stdin")
     if not decoded.strip():
         raise InputTextError("no text to translate: stdin is empty")
     return decoded.splitlines()

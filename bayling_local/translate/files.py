@@ -22,13 +22,17 @@ def read_input(path: Path) -> str:
         raise InputTextError(f"input file {path} does not exist")
     if path.is_dir():
         raise InputTextError(f"input {path} is a folder; give one file (loop over a folder in the shell)")
-    data = path.read_bytes()
+    return decode_utf8(path.read_bytes(), str(path))
+
+
+def decode_utf8(data: bytes, what: str) -> str:
+    """`data` as text, or a one-line error naming the line of the first byte that is not UTF-8."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise InputTextError(
-            f"{path} is not UTF-8 text (byte 0x{data[error.start]:02x} on line {line}); convert it first, "
+            f"{what} is not UTF-8 text (byte 0x{data[error.start]:02x} on line {line}); convert it first, "
             "e.g. `iconv -f LATIN1 -t UTF-8`"
         ) from None
 
