@@ -91,19 +91,25 @@ def chat_app(model, max_tokens: int = 32) -> BaylingApp:
 
 
 @sync
-async def test_a_streamed_answer_is_saved_and_the_conversation_reopens_and_continues_after_a_restart(smollm2, home):
+async def test_a_streamed_answer_is_saved_and_the_conversation_reopens_and_continues_after_a_restart(
+    smollm2, home, monkeypatch
+):
+    # Record the reply's length after every piece the worker posts: on a fast machine the whole answer
+    # can finish between two polls, so watching `answering` from the test would race.
+    lengths_while_answering, original_append = [], MessageView.append
+
+    async def recording_append(view, piece):
+        await original_append(view, piece)
+        lengths_while_answering.append(len(view.text))
+
+    monkeypatch.setattr(MessageView, "append", recording_append)
     app = chat_app(smollm2, max_tokens=48)
     async with running(app) as pilot:
         await send(pilot, "Name three rivers in Africa.")
         screen = app.screen
-        await wait_for(pilot, lambda: screen.answering, what="the answer to start")
         replies = lambda: list(screen.query(MessageView).filter(".assistant"))
-        lengths_while_answering = set()
-        while screen.answering:
-            if replies() and replies()[-1].text:
-                lengths_while_answering.add(len(replies()[-1].text))
-            await pilot.pause(0.005)
-        assert len(lengths_while_answering) >= 2, "the answer did not grow on screen while it was written"
+        await wait_for(pilot, lambda: not screen.answering and replies() and replies()[-1].text, what="the answer")
+        assert len(set(lengths_while_answering)) >= 2, "the answer did not grow on screen while it was written"
         shown = replies()[-1]
         assert shown.text.strip() and shown.query_one(Markdown).source.strip() == shown.text.strip()
     saved = History(home / "tui.sqlite3")

@@ -78,7 +78,7 @@ def sidebar(screen: str) -> str:
 
 def test_tui_in_a_terminal_streams_an_answer_and_exits_cleanly_on_ctrl_q(tmp_path: Path):
     exit_file = tmp_path / "exit-status"
-    app = f"{shlex.quote(sys.executable)} -m bayling_local tui --max-tokens 48 --temperature 0 --context 2048"
+    app = f"{shlex.quote(sys.executable)} -m bayling_local tui --max-tokens 300 --temperature 0 --context 2048"
     terminal = Terminal(str(tmp_path / "tmux.sock"))
     env = {**os.environ, "BAYLING_HOME": str(tmp_path), "TERM": "xterm-256color"}
     subprocess.run(
@@ -108,10 +108,10 @@ def test_tui_in_a_terminal_streams_an_answer_and_exits_cleanly_on_ctrl_q(tmp_pat
             lambda s: "F1 Chat" in s and "smollm2-135m-instruct" in s and "loading" not in s, 60, "the model to load"
         )
         [app_pid] = children(int(shell))
-        terminal.tmux("send-keys", "-t", "app", "Name a river.", "Enter")
+        terminal.tmux("send-keys", "-t", "app", "Tell a long story.", "Enter")
         # Streamed: words are on the screen while the footer still offers "esc Stop" (answer in flight).
         terminal.wait_for(lambda s: answer_lines(s) and "esc Stop" in s, 90, "the first streamed words")
-        screen = terminal.wait_for(lambda s: "Name a river." in sidebar(s), 90, "the answer to end and be saved")
+        screen = terminal.wait_for(lambda s: "Tell a long story." in sidebar(s), 90, "the answer to end and be saved")
         assert answer_lines(screen), "no answer text on the screen"
         terminal.tmux("send-keys", "-t", "app", "C-q")
         deadline = time.monotonic() + 30
