@@ -9,6 +9,8 @@ from __future__ import annotations
 import codecs
 from collections.abc import Iterable
 
+from bayling_local.errors import ContextOverflowError, InputTextError
+
 REPLACEMENT_CHAR = "\ufffd"
 
 
@@ -76,6 +78,26 @@ def _overlap(text: str, stop: str) -> int:
         if text.endswith(stop[:length]):
             return length
     return 0
+
+
+def prompt_token_ids(backend, prompt) -> list[int]:
+    """Ids of a prompt that leaves room to generate: text gets the model's BOS, ids are checked as given."""
+    info = backend.info
+    if isinstance(prompt, str):
+        ids = backend.tokenize(prompt, add_bos=True)
+    else:
+        ids = [int(token) for token in prompt]
+        bad = [token for token in ids if not 0 <= token < info.vocab_size]
+        if bad:
+            raise InputTextError(f"token id {bad[0]} is outside this model's vocabulary (0..{info.vocab_size - 1})")
+    if not ids:
+        raise InputTextError("the prompt is empty and the model adds no BOS token to start from")
+    if len(ids) >= info.context_length:
+        raise ContextOverflowError(
+            f"the input is {len(ids)} tokens; the context window is {info.context_length} "
+            "(shorten the input or raise --context)"
+        )
+    return ids
 
 
 def continuation_ids(backend, prompt, prompt_ids: list[int], text: str) -> list[int]:

@@ -31,11 +31,10 @@ from bayling_local.backends.base import (
     TextStream,
     resolve_context_length,
 )
-from bayling_local.backends.decoding import TextAssembler
+from bayling_local.backends.decoding import TextAssembler, prompt_token_ids
 from bayling_local.errors import (
     BackendUnavailableError,
     ContextOverflowError,
-    InputTextError,
     InvalidModelFileError,
     ModelNotFoundError,
 )
@@ -211,24 +210,7 @@ class HFBackend:
     # Shared
 
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
-        """Ids of a prompt that leaves room to generate: text gets the model's BOS, ids are used as given."""
-        if isinstance(prompt, str):
-            ids = self.tokenize(prompt, add_bos=True)
-        else:
-            ids = [int(token) for token in prompt]
-            bad = [token for token in ids if not 0 <= token < self.info.vocab_size]
-            if bad:
-                raise InputTextError(
-                    f"token id {bad[0]} is outside this model's vocabulary (0..{self.info.vocab_size - 1})"
-                )
-        if not ids:
-            raise InputTextError("the prompt is empty and the model adds no BOS token to start from")
-        if len(ids) >= self.info.context_length:
-            raise ContextOverflowError(
-                f"the input is {len(ids)} tokens; the context window is {self.info.context_length} "
-                "(shorten the input or raise --context)"
-            )
-        return ids
+        return prompt_token_ids(self, prompt)
 
     def close(self) -> None:
         on_cuda = self.info.device == "cuda"

@@ -31,7 +31,7 @@ from bayling_local.backends.base import (
     TextStream,
     resolve_context_length,
 )
-from bayling_local.backends.decoding import TextAssembler, continuation_ids
+from bayling_local.backends.decoding import TextAssembler, continuation_ids, prompt_token_ids
 from bayling_local.backends.device import llama_cpp_gpu_backend, llama_cpp_has_amx
 from bayling_local.errors import (
     BackendUnavailableError,
@@ -123,15 +123,7 @@ class LlamaCppBackend:
         return buffer.raw[:size]
 
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
-        ids = self.tokenize(prompt, add_bos=True) if isinstance(prompt, str) else list(prompt)
-        if len(ids) >= self.info.context_length:
-            raise ContextOverflowError(
-                f"the input is {len(ids)} tokens; the context window is {self.info.context_length} "
-                "(shorten the input or raise --context)"
-            )
-        return ids
-
-    # --- generation ----------------------------------------------------------------------------
+        return prompt_token_ids(self, prompt)
 
     def stream(
         self, prompt: Prompt, config: GenerationConfig, cancel: threading.Event | None = None
