@@ -1,8 +1,9 @@
 """The ONNX Runtime backend: runs decoders written by `convert/onnx.py` (`bayling-local convert --to onnx`).
 
-One graph serves prompt and next token; the KV cache (`present.*` outputs) is fed back as `past_key_values.*`
-each step. Several prompts run as one batch with left padding and an attention mask. On CUDA the cache
-stays on the GPU through I/O binding; only the last position's logits come back to the host for sampling.
+One graph serves prompt and next token. The KV cache is preallocated once per request and bound (I/O
+binding) as both `past_key_values.*` and `present.*`, so GroupQueryAttention appends each step's keys and
+values in place; the attention mask tells it each row's length. Several prompts decode as one batch, each
+row at its own length. On CUDA the cache stays on the GPU; only the last position's logits come back.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from bayling_local.errors import (
 )
 
 CONFIG_FILE = "bayling_onnx.json"
+FORMAT_VERSION = 2
+"""Version 2: GroupQueryAttention graph with an in-place cache and `num_logits_to_keep` (version 1 had
+unfused attention and a growing cache)."""
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 PROVIDER_FOR_DEVICE = {
     "cuda": "CUDAExecutionProvider",
@@ -84,10 +88,8 @@ class OnnxRuntimeBackend:
         self._config = config
         self.info = info
         self._layers = int(config["layers"])
-        self._past_dtype = np.float16 if config.get("kv_dtype") == "float16" else np.float32
-        self._use_io_binding = info.device == "cuda"
-        self._kv_device = "cuda"
-        """Where I/O binding keeps `present.*` between steps."""
+        self._kv_device = "cuda" if info.device == "cuda" else "cpu"
+        """Where the KV cache lives between steps (CoreML nodes read it from the CPU)."""
         self._pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
 
     @classmethod
@@ -178,8 +180,10 @@ class OnnxRuntimeBackend:
     def _decode(self, prompts: list[list[int]], config: GenerationConfig, cancel, finished: list | None = None):
         """Yield, per step, each sequence's next token (None once it picked a stop token); None if cancelled.
 
-        `finished` (shared with the caller) lets a caller end a sequence early (stop strings); the loop
-        ends when all are finished or the token budget is spent.
+        Each prompt is prefilled on its own into its row of one preallocated cache (no padding to attend
+        over), then all rows decode together, each at its own length. `finished` (shared with the caller)
+        lets a caller end a sequence early (stop strings); the loop ends when all are finished or the
+        token budget is spent.
         """
         import torch
 
@@ -187,16 +191,19 @@ class OnnxRuntimeBackend:
 
         samplers = [Sampler(config) for _ in prompts]
         stop_ids = self.info.end_of_generation_ids | set(config.stop_token_ids)
-        budget = min(config.max_tokens, self.info.context_length - max(len(p) for p in prompts))
+        budget = max(0, min(config.max_tokens, self.info.context_length - max(len(p) for p in prompts)))
+        if budget == 0:
+            return
         histories = [list(p) for p in prompts]
         done = [False] * len(prompts)
-        input_ids, mask, positions = _left_pad(prompts, self._pad_id)
-        past = self._empty_past(len(prompts))
-        for _ in range(max(0, budget)):
+        lengths = np.array([len(p) for p in prompts], dtype=np.int64)
+        cache = self._new_cache(len(prompts), int(lengths.max()) + budget)
+        logits = np.stack([self._prefill(cache, row, ids) for row, ids in enumerate(prompts)])
+        step_binding = None
+        for _ in range(budget):
             if cancel is not None and cancel.is_set():
                 yield None
                 return
-            logits, past = self._forward(input_ids, mask, positions, past, last_only=True)
             step: list[int | None] = []
             for i, sampler in enumerate(samplers):
                 if done[i] or (finished is not None and finished[i] is not None):
@@ -213,40 +220,44 @@ class OnnxRuntimeBackend:
             yield step
             if all(done) or (finished is not None and all(f is not None for f in finished)):
                 return
+            if cancel is not None and cancel.is_set():
+                yield None
+                return
             input_ids = np.array([[t if t is not None else self._pad_id] for t in step], dtype=np.int64)
-            mask = np.concatenate([mask, np.ones((len(prompts), 1), dtype=np.int64)], axis=1)
-            positions = positions[:, -1:] + 1
+            lengths += 1
+            step_binding = step_binding or self._binding(cache, rows=range(len(prompts)))
+            logits = self._run(step_binding, input_ids, _right_padded_mask(lengths), keep=1)[:, -1]
 
-    def _empty_past(self, batch: int) -> list[Any]:
-        shape = (batch, int(self._config["num_key_value_heads"]), 0, int(self._config["head_dim"]))
-        return [np.zeros(shape, dtype=self._past_dtype) for _ in range(2 * self._layers)]
+    def _new_cache(self, batch: int, capacity: int) -> _KVCache:
+        dtype = np.float16 if self._config.get("kv_dtype") == "float16" else np.float32
+        shape = (batch, int(self._config["num_key_value_heads"]), capacity, int(self._config["head_dim"]))
+        return _KVCache(shape, 2 * self._layers, dtype, self._kv_device)
 
-    def _forward(self, input_ids, mask, positions, past, last_only: bool = False):
-        """(logits as float32 numpy, present cache) for one step; the cache stays on the device on CUDA."""
-        feeds = {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions}
-        names = self._past_names()
-        if self._use_io_binding:
-            return self._forward_bound(feeds, dict(zip(names[0], past)), names[1])
-        feeds.update(zip(names[0], past))
-        outputs = self._session.run(["logits", *names[1]], feeds)
-        logits = outputs[0][:, -1] if last_only else outputs[0]
-        return logits, outputs[1:]
+    def _prefill(self, cache: _KVCache, row: int, ids: list[int]) -> np.ndarray:
+        """Run one prompt into row `row` of the cache; its last position's logits."""
+        binding = self._binding(cache, rows=range(row, row + 1))
+        prompt = np.array([ids], dtype=np.int64)
+        return self._run(binding, prompt, np.ones_like(prompt), keep=1)[0, -1]
 
-    def _forward_bound(self, feeds: dict, past: dict, present_names: list[str]):
+    def _binding(self, cache: _KVCache, rows: range):
+        """(The caller keeps `cache` alive while the binding is used: it holds raw pointers.)
+
+        An I/O binding whose past and present of each layer are the same cache rows, so
+        GroupQueryAttention appends in place: nothing is copied between steps (on CUDA nothing leaves
+        the GPU but the logits)."""
         binding = self._session.io_binding()
-        for name, value in feeds.items():
-            binding.bind_cpu_input(name, value)
-        for name, value in past.items():
-            if isinstance(value, np.ndarray):
-                binding.bind_cpu_input(name, value)
-            else:
-                binding.bind_ortvalue_input(name, value)
-        binding.bind_output("logits", "cpu")
-        for name in present_names:
-            binding.bind_output(name, self._kv_device)
+        binding.bind_output("logits", "cpu")  # first: get_outputs() lists outputs in binding order
+        past, present = self._past_names()
+        for index, (past_name, present_name) in enumerate(zip(past, present)):
+            cache.bind(binding, index, rows, past_name, present_name)
+        return binding
+
+    def _run(self, binding, input_ids: np.ndarray, mask: np.ndarray, keep: int) -> np.ndarray:
+        binding.bind_cpu_input("input_ids", input_ids)
+        binding.bind_cpu_input("attention_mask", mask)
+        binding.bind_cpu_input("num_logits_to_keep", np.array([keep], dtype=np.int64))
         self._session.run_with_iobinding(binding)
-        outputs = binding.get_outputs()
-        return outputs[0].numpy()[:, -1], list(outputs[1:])
+        return binding.get_outputs()[0].numpy()
 
     def _past_names(self) -> tuple[list[str], list[str]]:
         past, present = [], []
@@ -284,10 +295,10 @@ class OnnxRuntimeBackend:
         return tuple(float(logprobs[i, t]) for i, t in enumerate(ids))
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
-        """Logits [len(token_ids), vocab] for one sequence in one forward (for parity checks)."""
+        """Logits [len(token_ids), vocab] for one sequence in one forward (scoring, parity checks)."""
         ids = np.array([list(token_ids)], dtype=np.int64)
-        logits, _ = self._forward(ids, np.ones_like(ids), np.arange(ids.shape[1])[None], self._empty_past(1))
-        return np.asarray(logits[0])
+        cache = self._new_cache(1, ids.shape[1])  # held here: the binding points into its buffers
+        return self._run(self._binding(cache, rows=range(1)), ids, np.ones_like(ids), keep=0)[0]
 
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
         return prompt_token_ids(self, prompt)
@@ -297,15 +308,32 @@ class OnnxRuntimeBackend:
         self._tokenizer = None
 
 
-def _left_pad(prompts: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    width = max(len(p) for p in prompts)
-    ids = np.full((len(prompts), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(prompts), width), dtype=np.int64)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) :] = p
-        mask[i, width - len(p) :] = 1
-    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
-    return ids, mask, positions
+def _right_padded_mask(lengths: np.ndarray) -> np.ndarray:
+    """[batch, longest] mask with `lengths[b]` leading ones: the graph reads each row's cache length from it."""
+    return (np.arange(int(lengths.max()))[None, :] < lengths[:, None]).astype(np.int64)
+
+
+class _KVCache:
+    """Preallocated key/value buffers [batch, kv_heads, capacity, head_dim], one per layer and part, on the
+    CPU (numpy) or the GPU (OrtValue). A row is contiguous, so one sequence's rows bind by pointer offset."""
+
+    def __init__(self, shape: tuple[int, int, int, int], count: int, dtype, device: str):
+        self.shape, self.dtype, self.device = shape, dtype, device
+        self.row_bytes = int(np.prod(shape[1:])) * np.dtype(dtype).itemsize
+        if device == "cpu":
+            self._buffers: list[Any] = [np.empty(shape, dtype=dtype) for _ in range(count)]
+            self._pointers = [b.ctypes.data for b in self._buffers]
+        else:
+            from onnxruntime import OrtValue
+
+            self._buffers = [OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, device, 0) for _ in range(count)]
+            self._pointers = [b.data_ptr() for b in self._buffers]
+
+    def bind(self, binding, index: int, rows: range, past_name: str, present_name: str) -> None:
+        shape = [len(rows), *self.shape[1:]]
+        pointer = self._pointers[index] + rows.start * self.row_bytes
+        binding.bind_input(past_name, self.device, 0, self.dtype, shape, pointer)
+        binding.bind_output(present_name, self.device, 0, self.dtype, shape, pointer)
 
 
 # Loading
@@ -338,6 +366,11 @@ def _read_config(folder: Path) -> dict:
     missing = [k for k in required if not isinstance(config.get(k), int)]
     if missing:
         raise InvalidModelFileError(f"{config_path} lacks {', '.join(missing)}; re-export the model")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise InvalidModelFileError(
+            f"{config_path} is format version {config.get('format_version')}, this bayling-local reads "
+            f"{FORMAT_VERSION}; re-export the model with `bayling-local convert --to onnx`"
+        )
     return config
 
 
@@ -371,7 +404,7 @@ def _open_session(model_file: Path, providers: list[str], options: LoadOptions) 
 def _check_graph(session: Any, config: dict, model_file: Path) -> None:
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name for o in session.get_outputs()}
-    if "past_key_values.0.key" not in inputs or "present.0.key" not in outputs:
+    if "past_key_values.0.key" not in inputs or "present.0.key" not in outputs or "num_logits_to_keep" not in inputs:
         raise InvalidModelFileError(
             f"{model_file} has no KV-cache inputs (past_key_values.N.key/value); "
             "export it with `bayling-local convert --to onnx`"
@@ -396,9 +429,16 @@ def _model_info(config: dict, tokenizer: Any, options: LoadOptions, device: str)
     eos = {int(i) for i in config.get("eos_token_ids") or []}
     if tokenizer.eos_token_id is not None:
         eos.add(int(tokenizer.eos_token_id))
+    context_length = resolve_context_length(options.context_length, trained)
+    positions = int(config.get("rotary_positions") or context_length)
+    if context_length > positions:
+        raise BackendUnavailableError(
+            f"--context {context_length} is longer than the {positions} positions this ONNX export's rotary "
+            f"tables cover; use --context {positions} or less"
+        )
     return ModelInfo(
         architecture="llama",
-        context_length=resolve_context_length(options.context_length, trained),
+        context_length=context_length,
         trained_context_length=trained,
         vocab_size=int(config["vocab_size"]),
         bos_token=tokenizer.bos_token,
