@@ -159,6 +159,8 @@ def test_quantized_graphs_use_the_quantized_ops(smollm2_onnx):
            for q in ("int8", "int4")}
     assert "MatMulInteger" in ops["int8"] or "DynamicQuantizeMatMul" in ops["int8"]
     assert "MatMulNBits" in ops["int4"]
+    for quant in ("int8", "int4"):  # fused attention and norms, the embedding table in 8-bit blocks
+        assert {"GroupQueryAttention", "SkipSimplifiedLayerNormalization", "GatherBlockQuantized"} <= ops[quant]
     config = json.loads((smollm2_onnx["int4"] / "bayling_onnx.json").read_text())
     assert config["precision"] == "int4" and config["block_size"] == 32 and config["chat_template"]
 
