@@ -1,4 +1,5 @@
-"""Logits for parity checks: a GGUF through llama.cpp with an f32 KV cache, a checkpoint through transformers.
+"""Logits for parity checks: a GGUF through llama.cpp with an f32 KV cache, an ONNX export through ONNX
+Runtime, a checkpoint through transformers.
 
 Exactness needs the f32 cache: llama.cpp's default f16 cache alone moves logits by ~1e-2.
 """
@@ -6,7 +7,7 @@ Exactness needs the f32 cache: llama.cpp's default f16 cache alone moves logits 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,25 @@ def llama_for_logits(path: Path, n_ctx: int = 2048, threads: int | None = None) 
         yield llm
     finally:
         llm.close()
+
+
+@contextlib.contextmanager
+def artifact_logits(path: Path, n_ctx: int = 2048, threads: int | None = None) -> Iterator[Callable[[Sequence[int]], np.ndarray]]:
+    """`logits(ids)` (positions x vocab, float32) of a GGUF file or an ONNX export folder, closed afterwards."""
+    from bayling_local.model import artifact_format
+
+    if artifact_format(path) == "onnx":
+        from bayling_local.backends.base import LoadOptions
+        from bayling_local.backends.onnxrt import OnnxRuntimeBackend
+
+        backend = OnnxRuntimeBackend.load(path, LoadOptions(device="cpu", context_length=n_ctx, threads=threads))
+        try:
+            yield backend.logits
+        finally:
+            backend.close()
+        return
+    with llama_for_logits(path, n_ctx=n_ctx, threads=threads) as llm:
+        yield lambda ids: gguf_logits(llm, ids)
 
 
 def gguf_logits(llm, ids: Sequence[int]) -> np.ndarray:

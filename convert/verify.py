@@ -1,11 +1,13 @@
-"""The fidelity report of a converted GGUF against its Hugging Face checkpoint.
+"""The fidelity report of a converted artifact (a GGUF file or an ONNX export) against its Hugging Face
+checkpoint.
 
 Three questions, answered per language on a text set in many scripts (FLORES-200 `dev`: all 204
-languages when given): does our backend tokenize exactly like the reference tokenizer (it must), and how
-often does llama.cpp's own tokenizer differ (what users of other runtimes lose); do the f32/f16 GGUF's
-logits match transformers' (max abs diff, top-1 agreement, f32 KV cache); and for each quantized GGUF,
-its size, bits per weight, and KL divergence and top-1 agreement against a full-precision baseline.
-Written as JSON and Markdown beside the artifact.
+languages when given): does our backend tokenize exactly like the reference tokenizer (it must), and, for
+a GGUF, how often does llama.cpp's own tokenizer differ (what users of other runtimes lose); do a
+full-precision artifact's logits (GGUF f32/f16/bf16, ONNX fp32/fp16) match transformers' (max abs diff,
+top-1 agreement); and for each quantized artifact, GGUF and ONNX alike, its size, bits per weight, and KL
+divergence and top-1 agreement against a full-precision baseline. Written as JSON and Markdown beside the
+artifact.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import numpy as np
 from bayling_local import __version__
 from bayling_local.errors import UsageError
 
-FULL_PRECISION = ("F32", "F16", "BF16")
+FULL_PRECISION = ("F32", "F16", "BF16", "fp32", "fp16")
+"""GGUF file types and ONNX precisions whose logits are compared with transformers directly."""
 MAX_TOKENS = 256
 """Longest scored text, in tokens (a FLORES sentence is 20-80)."""
 
@@ -48,38 +51,41 @@ class TokenizationParity:
     languages: int
     ours: dict[str, int]
     """Our backend (the tokenizer carried in the GGUF); must be empty."""
-    llama_cpp: dict[str, int]
-    """llama.cpp's own tokenizer (other runtimes)."""
+    llama_cpp: dict[str, int] | None
+    """llama.cpp's own tokenizer (other runtimes); None for an ONNX artifact."""
     path_in_use: str
     """What our backend used for this artifact: `reference` or `llama.cpp`."""
 
 
 @dataclass
 class LogitParity:
-    """A full-precision GGUF's logits against transformers' on the same ids (f32 KV cache)."""
+    """A full-precision artifact's logits against transformers' on the same ids (f32 KV cache for GGUF)."""
 
-    gguf: str
+    artifact: str
     texts: int
     positions: int
     max_abs_diff: float
     mean_abs_diff: float
     top1_agreement: float
     kv_cache: str = "f32"
+    runtime: str = "llama.cpp"
 
 
 @dataclass
 class QuantQuality:
-    """One quantized GGUF against the baseline."""
+    """One quantized artifact against the baseline."""
 
     path: str
     quant: str
     size: int
     bits_per_weight: float
+    """For ONNX: file bytes x 8 / the checkpoint's parameters (tied embeddings are stored twice)."""
     kl_divergence: float
     """Mean over every scored position, in nats."""
     top1_agreement: float
     per_language: dict[str, dict[str, float]] = field(default_factory=dict)
     """language -> {kl_divergence, top1_agreement, positions}."""
+    runtime: str = "llama.cpp"
 
 
 @dataclass
@@ -99,18 +105,27 @@ class FidelityReport:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
 
     def save(self, folder: Path | None = None) -> tuple[Path, Path]:
-        """Write `<artifact>.fidelity.json` and `.md` beside the artifact (or into `folder`)."""
+        """Write `report_path(artifact)` and its `.md` (or the same names into `folder`)."""
         from bayling_local.store import write_json_atomic
 
-        artifact = Path(self.artifact)
-        folder = folder or artifact.parent
-        json_path = folder / f"{artifact.stem}.fidelity.json"
-        markdown_path = folder / f"{artifact.stem}.fidelity.md"
+        json_path = report_path(Path(self.artifact))
+        if folder is not None:
+            json_path = folder / json_path.name
+        markdown_path = json_path.with_suffix(".md")
         write_json_atomic(json_path, asdict(self))
         temporary = markdown_path.with_suffix(".md.tmp")
         temporary.write_text(render_markdown(self), "utf-8")
         temporary.replace(markdown_path)
         return json_path, markdown_path
+
+
+def report_path(artifact: Path) -> Path:
+    """`<name>.fidelity.json` beside a GGUF, or inside an ONNX export folder (the `.md` goes with it)."""
+    if artifact.is_dir():
+        return artifact / f"{artifact.name}.fidelity.json"
+    if artifact.suffix == ".onnx":
+        return artifact.parent / f"{artifact.parent.name}.fidelity.json"
+    return artifact.with_name(f"{artifact.stem}.fidelity.json")
 
 
 # --- the text set -----------------------------------------------------------------------------------
@@ -135,46 +150,51 @@ def load_texts(source: str | Path | None, languages: Sequence[str] | None, per_l
 
 
 def tokenization_parity(backend, tokenizer, texts: dict[str, list[str]]) -> TokenizationParity:
+    """`backend` is a llama.cpp or ONNX Runtime backend; only a GGUF has llama.cpp's own tokenizer to count."""
+    with_llama_cpp = hasattr(backend, "tokenize_with_llama_cpp")
     ours, theirs = {}, {}
     for code, lines in texts.items():
         expected = [tokenizer.encode(line, add_special_tokens=False) for line in lines]
         ours[code] = sum(backend.tokenize(line) != ids for line, ids in zip(lines, expected))
-        theirs[code] = sum(backend.tokenize_with_llama_cpp(line) != ids for line, ids in zip(lines, expected))
+        if with_llama_cpp:
+            theirs[code] = sum(backend.tokenize_with_llama_cpp(line) != ids for line, ids in zip(lines, expected))
     return TokenizationParity(
         sentences=sum(len(lines) for lines in texts.values()),
         languages=len(texts),
         ours={code: n for code, n in ours.items() if n},
-        llama_cpp={code: n for code, n in theirs.items() if n},
-        path_in_use=backend.tokenizer_source,
+        llama_cpp={code: n for code, n in theirs.items() if n} if with_llama_cpp else None,
+        path_in_use=getattr(backend, "tokenizer_source", "reference"),
     )
 
 
-def logit_parity(path: Path, llm, model, id_lists: list[list[int]]) -> LogitParity:
-    from bayling_local.convert.logits import checkpoint_logits, gguf_logits
+def logit_parity(path: Path, logits, model, id_lists: list[list[int]]) -> LogitParity:
+    """`logits(ids)` is the artifact's (see `convert.logits.artifact_logits`)."""
+    from bayling_local.convert.logits import checkpoint_logits
 
     diffs, agree, positions, worst = 0.0, 0, 0, 0.0
     for ids in id_lists:
-        ours, theirs = gguf_logits(llm, ids), checkpoint_logits(model, ids)
+        ours, theirs = logits(ids), checkpoint_logits(model, ids)
         delta = np.abs(ours - theirs)
         worst = max(worst, float(delta.max()))
         diffs += float(delta.mean(axis=-1).sum())
         agree += int((ours.argmax(-1) == theirs.argmax(-1)).sum())
         positions += len(ids)
+    onnx = _runtime(path) == "onnxruntime"
     return LogitParity(str(path), len(id_lists), positions, worst, diffs / max(1, positions),
-                       agree / max(1, positions))
+                       agree / max(1, positions), kv_cache=_precision(path) if onnx else "f32", runtime=_runtime(path))
 
 
 def quant_quality(baseline_logits, candidates: dict[str, object], ids_by_language: dict[str, list[list[int]]]) -> dict[str, dict]:
-    """KL and top-1 agreement of each candidate llama against `baseline_logits(ids)`, per language."""
-    from bayling_local.convert.logits import gguf_logits, kl_divergence, log_softmax
+    """KL and top-1 agreement of each candidate's `logits(ids)` against `baseline_logits(ids)`, per language."""
+    from bayling_local.convert.logits import kl_divergence, log_softmax
 
     totals = {name: {} for name in candidates}
     for code, id_lists in ids_by_language.items():
         for ids in id_lists:
             base = baseline_logits(ids)
             base_log_probs = log_softmax(base)
-            for name, llm in candidates.items():
-                logits = gguf_logits(llm, ids)
+            for name, candidate_logits in candidates.items():
+                logits = candidate_logits(ids)
                 kl = kl_divergence(base_log_probs, logits)
                 entry = totals[name].setdefault(code, [0.0, 0, 0])
                 entry[0] += float(kl.sum())
@@ -183,25 +203,62 @@ def quant_quality(baseline_logits, candidates: dict[str, object], ids_by_languag
     return totals
 
 
-def _summarize(path: Path, sums: dict[str, list]) -> QuantQuality:
-    from bayling_local.convert.quantize import read_gguf_bits_per_weight
-    from bayling_local.gguf_header import read_gguf_header
-
+def _summarize(path: Path, sums: dict[str, list], parameters: int) -> QuantQuality:
     kl_sum = sum(v[0] for v in sums.values())
     agree = sum(v[1] for v in sums.values())
     positions = sum(v[2] for v in sums.values()) or 1
     return QuantQuality(
         path=str(path),
-        quant=read_gguf_header(path).quant,
-        size=path.stat().st_size,
-        bits_per_weight=round(read_gguf_bits_per_weight(path), 4),
+        quant=_precision(path),
+        size=_size(path),
+        bits_per_weight=round(_bits_per_weight(path, parameters), 4),
         kl_divergence=kl_sum / positions,
         top1_agreement=agree / positions,
         per_language={
             code: {"kl_divergence": v[0] / v[2], "top1_agreement": v[1] / v[2], "positions": v[2]}
             for code, v in sums.items()
         },
+        runtime=_runtime(path),
     )
+
+
+def _runtime(path: Path) -> str:
+    from bayling_local.model import artifact_format
+
+    return "onnxruntime" if artifact_format(path) == "onnx" else "llama.cpp"
+
+
+def _onnx_folder(path: Path) -> Path:
+    return path if path.is_dir() else path.parent
+
+
+def _precision(path: Path) -> str:
+    """The GGUF's file type (Q4_K_M, F16, ...) or the ONNX export's precision (int4, fp32, ...)."""
+    if _runtime(path) == "onnxruntime":
+        from bayling_local.backends.onnxrt import CONFIG_FILE
+
+        config_path = _onnx_folder(path) / CONFIG_FILE
+        try:
+            return str(json.loads(config_path.read_text("utf-8"))["precision"])
+        except (OSError, ValueError, KeyError) as error:
+            raise UsageError(f"{config_path} is missing or unreadable ({error}); re-export the model") from error
+    from bayling_local.gguf_header import read_gguf_header
+
+    return read_gguf_header(path).quant
+
+
+def _size(path: Path) -> int:
+    if _runtime(path) == "onnxruntime":
+        return sum(f.stat().st_size for f in _onnx_folder(path).glob("*.onnx*"))
+    return path.stat().st_size
+
+
+def _bits_per_weight(path: Path, parameters: int) -> float:
+    if _runtime(path) == "onnxruntime":
+        return _size(path) * 8 / max(1, parameters)
+    from bayling_local.convert.quantize import read_gguf_bits_per_weight
+
+    return read_gguf_bits_per_weight(path)
 
 
 # --- the report ---------------------------------------------------------------------------------------
@@ -221,25 +278,24 @@ def verify(
     threads: int | None = None,
     save: bool = True,
 ) -> FidelityReport:
-    """Check `artifact` (a GGUF) against `reference` (its checkpoint folder) and write the report.
+    """Check `artifact` (a GGUF file or ONNX export folder) against `reference` (its checkpoint folder) and
+    write the report.
 
-    `compare` adds more GGUFs of the same model (other quants) to the quality table. KL divergence is
-    measured against `baseline` (a full-precision GGUF), else the artifact when it is f32/f16/bf16,
-    else transformers running the reference checkpoint. `texts` is a FLORES-200 folder or archive (all
+    `compare` adds more artifacts of the same model (other quants, GGUF or ONNX) to the quality table. KL
+    divergence is measured against `baseline` (a full-precision GGUF or ONNX export), else the artifact
+    when it is full precision, else transformers running the reference checkpoint. `texts` is a FLORES-200 folder or archive (all
     its languages unless `languages` narrows them), a text file, or None for a small built-in sample.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bayling_local.backends.base import LoadOptions
-    from bayling_local.backends.llamacpp import LlamaCppBackend
-    from bayling_local.convert.logits import llama_for_logits
+    from bayling_local.convert.logits import artifact_logits
 
     artifact, reference = Path(artifact), Path(reference)
     if not (reference / "config.json").is_file():
         raise UsageError(f"{reference} is not a Hugging Face checkpoint folder (no config.json); pass the source checkpoint")
     tokenizer = AutoTokenizer.from_pretrained(reference)
     tokenization_texts = load_texts(texts, languages, tokenization_sentences)
-    backend = LlamaCppBackend.load(artifact, LoadOptions(device="cpu", context_length=MAX_TOKENS + 8, threads=threads))
+    backend = _load_backend(artifact, threads)
     try:
         tokenization = tokenization_parity(backend, tokenizer, tokenization_texts)
     finally:
@@ -256,8 +312,8 @@ def verify(
     )
     logit_ids = [ids[0] for ids in ids_by_language.values() if ids][:logit_texts]
     if full_precision is not None:
-        with llama_for_logits(full_precision, n_ctx=MAX_TOKENS + 8, threads=threads) as llm:
-            report.logits = logit_parity(full_precision, llm, model, logit_ids)
+        with artifact_logits(full_precision, n_ctx=MAX_TOKENS + 8, threads=threads) as logits:
+            report.logits = logit_parity(full_precision, logits, model, logit_ids)
 
     quantized = [Path(p) for p in compare] + ([] if _full_precision(artifact) else [artifact])
     if quantized:
@@ -272,23 +328,34 @@ def verify(
 def _score_quants(paths: list[Path], base_path: Path | None, model, ids_by_language, threads) -> list[QuantQuality]:
     import contextlib
 
-    from bayling_local.convert.logits import checkpoint_logits, gguf_logits, llama_for_logits
+    from bayling_local.convert.logits import artifact_logits, checkpoint_logits
 
     with contextlib.ExitStack() as stack:
-        candidates = {str(p): stack.enter_context(llama_for_logits(p, n_ctx=MAX_TOKENS + 8, threads=threads)) for p in paths}
+        candidates = {str(p): stack.enter_context(artifact_logits(p, n_ctx=MAX_TOKENS + 8, threads=threads)) for p in paths}
         if base_path is not None:
-            base = stack.enter_context(llama_for_logits(base_path, n_ctx=MAX_TOKENS + 8, threads=threads))
-            baseline_logits = lambda ids: gguf_logits(base, ids)
+            baseline_logits = stack.enter_context(artifact_logits(base_path, n_ctx=MAX_TOKENS + 8, threads=threads))
         else:
             baseline_logits = lambda ids: checkpoint_logits(model, ids)
         sums = quant_quality(baseline_logits, candidates, ids_by_language)
-    return [_summarize(Path(name), per_language) for name, per_language in sums.items()]
+    parameters = model.num_parameters()
+    return [_summarize(Path(name), per_language, parameters) for name, per_language in sums.items()]
+
+
+def _load_backend(artifact: Path, threads: int | None):
+    from bayling_local.backends.base import LoadOptions
+
+    options = LoadOptions(device="cpu", context_length=MAX_TOKENS + 8, threads=threads)
+    if _runtime(artifact) == "onnxruntime":
+        from bayling_local.backends.onnxrt import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend.load(artifact, options)
+    from bayling_local.backends.llamacpp import LlamaCppBackend
+
+    return LlamaCppBackend.load(artifact, options)
 
 
 def _full_precision(path: Path) -> Path | None:
-    from bayling_local.gguf_header import read_gguf_header
-
-    return path if read_gguf_header(path).quant in FULL_PRECISION else None
+    return path if _precision(path) in FULL_PRECISION else None
 
 
 def _ids(tokenizer, text: str) -> list[int]:
@@ -307,23 +374,27 @@ def render_markdown(report: FidelityReport) -> str:
         t = report.tokenization
         lines += ["## Tokenization", "",
                   "| path | sentences differing from the reference | languages affected |", "| --- | --- | --- |",
-                  f"| bayling-local ({t.path_in_use}) | {sum(t.ours.values())} of {t.sentences} | {len(t.ours)} of {t.languages} |",
-                  f"| llama.cpp's own tokenizer | {sum(t.llama_cpp.values())} of {t.sentences} | {len(t.llama_cpp)} of {t.languages} |", ""]
-        worst = sorted(t.llama_cpp.items(), key=lambda kv: -kv[1])[:15]
+                  f"| bayling-local ({t.path_in_use}) | {sum(t.ours.values())} of {t.sentences} | {len(t.ours)} of {t.languages} |"]
+        if t.llama_cpp is not None:
+            lines.append(f"| llama.cpp's own tokenizer | {sum(t.llama_cpp.values())} of {t.sentences} | "
+                         f"{len(t.llama_cpp)} of {t.languages} |")
+        lines.append("")
+        worst = sorted((t.llama_cpp or {}).items(), key=lambda kv: -kv[1])[:15]
         if worst:
             lines += ["llama.cpp's tokenizer differs most in: " + ", ".join(f"{c} ({n})" for c, n in worst), ""]
     if report.logits:
         g = report.logits
-        lines += [f"## Logits of {Path(g.gguf).name} against transformers", "", "| texts | positions | max abs diff | mean abs diff | top-1 agreement | KV cache |",
+        lines += [f"## Logits of {Path(g.artifact).name} ({g.runtime}) against transformers", "",
+                  "| texts | positions | max abs diff | mean abs diff | top-1 agreement | KV cache |",
                   "| --- | --- | --- | --- | --- | --- |",
                   f"| {g.texts} | {g.positions} | {g.max_abs_diff:.2e} | {g.mean_abs_diff:.2e} | {g.top1_agreement:.2%} | {g.kv_cache} |", ""]
     if report.quants:
         lines += [f"## Quantization (against {report.baseline})", "",
-                  "| file | type | size | bits/weight | KL divergence | top-1 agreement | worst language (KL) |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+                  "| file | runtime | type | size | bits/weight | KL divergence | top-1 agreement | worst language (KL) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for q in report.quants:
             worst_code, worst = max(q.per_language.items(), key=lambda kv: kv[1]["kl_divergence"], default=("-", {"kl_divergence": 0}))
-            lines.append(f"| {Path(q.path).name} | {q.quant} | {q.size / 1e6:.1f} MB | {q.bits_per_weight:.2f} | "
+            lines.append(f"| {Path(q.path).name} | {q.runtime} | {q.quant} | {q.size / 1e6:.1f} MB | {q.bits_per_weight:.2f} | "
                          f"{q.kl_divergence:.4f} | {q.top1_agreement:.2%} | {worst_code} ({worst['kl_divergence']:.4f}) |")
         lines.append("")
     return "\n".join(lines)

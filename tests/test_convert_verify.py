@@ -45,7 +45,7 @@ def test_smollm2_report_shows_kl_growing_from_q8_0_to_q5_0_to_q4_0(smollm2_f32_g
     saved = json.loads(smollm2_f32_gguf.with_name("smollm2-f32.fidelity.json").read_text("utf-8"))
     assert [q["quant"] for q in saved["quants"]] == ["Q8_0", "Q5_0", "Q4_0"]
     markdown = smollm2_f32_gguf.with_name("smollm2-f32.fidelity.md").read_text("utf-8")
-    assert "| smollm2-q4_0.gguf | Q4_0 |" in markdown and "llama.cpp's own tokenizer" in markdown
+    assert "| smollm2-q4_0.gguf | llama.cpp | Q4_0 |" in markdown and "llama.cpp's own tokenizer" in markdown
 
 
 def test_report_counts_llama_cpps_own_tokenizer_separately(tmp_path, sentencepiece_tokenizer_dir):
@@ -77,4 +77,4 @@ def test_convert_verify_keeps_the_report_in_the_store_beside_a_quantized_artifac
     assert quant["quant"] == "Q4_K_M" and quant["kl_divergence"] > 0 and len(quant["per_language"]) == 10
     again = run_cli("verify", "k-q4", "--scored-sentences", "1", env=env)  # reference found from provenance
     assert again.returncode == 0, again.stderr.decode()
-    assert "| k-q4.gguf | Q4_K_M |" in again.stdout.decode()
+    assert "| k-q4.gguf | llama.cpp | Q4_K_M |" in again.stdout.decode()

@@ -254,3 +254,33 @@ def test_weights_past_the_protobuf_limit_go_to_external_data_and_load_by_path(tm
         assert sorted(p.name for p in out.glob("*.onnx*")) == ["model.onnx", "model.onnx.data"]
         backend = OnnxRuntimeBackend.load(out / "model.onnx", LoadOptions(device="cpu"))
         assert backend.stream("Hello", GenerationConfig(max_tokens=4)).collect().token_ids
+
+
+def test_fidelity_report_covers_onnx_precisions_per_language_beside_gguf(smollm2_onnx, smollm2_hf_checkpoint, request):
+    from bayling_local.convert.verify import SAMPLE_TEXTS, report_path, verify
+
+    pytest.importorskip("llama_cpp")
+    q4_0 = request.getfixturevalue("smollm2_quantized")["q4_0"]  # llama.cpp's Q4_0 of the same checkpoint
+    report = verify(smollm2_onnx["fp32"], smollm2_hf_checkpoint,
+                    compare=[smollm2_onnx["int8"], smollm2_onnx["int4"], q4_0], threads=2)
+    assert report.tokenization.ours == {} and report.tokenization.llama_cpp is None
+    assert report.logits.runtime == "onnxruntime" and report.logits.max_abs_diff < 1e-3
+    assert report.logits.top1_agreement > 0.99  # 331 of 332 here: one near-tie flips
+    quality = {q.quant: q for q in report.quants}
+    assert 0 < quality["int8"].kl_divergence < quality["int4"].kl_divergence
+    assert quality["int4"].runtime == "onnxruntime" and quality["Q4_0"].runtime == "llama.cpp"
+    assert all(set(q.per_language) == set(SAMPLE_TEXTS) for q in report.quants)
+    assert 4 < quality["int4"].bits_per_weight < quality["int8"].bits_per_weight < 16
+    print("\n" + "\n".join(f"{q.quant}: KL {q.kl_divergence:.4f} top-1 {q.top1_agreement:.2%} "
+                           f"{q.bits_per_weight:.2f} bits/weight" for q in report.quants))
+    saved = report_path(smollm2_onnx["fp32"])
+    assert saved.parent == smollm2_onnx["fp32"] and saved.with_suffix(".md").is_file()
+    assert [q["runtime"] for q in json.loads(saved.read_text("utf-8"))["quants"]] == ["onnxruntime"] * 2 + ["llama.cpp"]
+
+
+def test_verify_cli_finds_the_checkpoint_recorded_in_an_onnx_export(smollm2_onnx):
+    result = run_cli("verify", str(smollm2_onnx["int4"]), "--languages", "eng_Latn,swh_Latn", "--threads", "2")
+    assert result.returncode == 0, result.stderr.decode()
+    output = result.stdout.decode()
+    assert "| int4 | onnxruntime | int4 |" in output and "llama.cpp's own tokenizer" not in output
+    assert (smollm2_onnx["int4"] / "int4.fidelity.md").is_file()

@@ -1,7 +1,8 @@
-"""`bayling-local verify`: the fidelity report of a GGUF against the checkpoint it was converted from."""
+"""`bayling-local verify`: the fidelity report of a GGUF or ONNX export against the checkpoint it came from."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -9,56 +10,78 @@ import typer
 
 
 def verify(
-    artifact: Annotated[str, typer.Argument(help="A GGUF file or store name.")],
+    artifact: Annotated[str, typer.Argument(help="A GGUF file, an ONNX export folder, or a store name.")],
     reference: Annotated[
         str | None,
         typer.Option("--reference", "-r", help="The Hugging Face checkpoint folder it came from (default: the one "
-                     "named in the GGUF's general.source.url)."),
+                     "recorded in the GGUF's general.source.url or the ONNX export's bayling_onnx.json)."),
     ] = None,
-    compare: Annotated[list[str] | None, typer.Option("--compare", help="More GGUFs of the same model (other quants) to score.")] = None,
-    baseline: Annotated[str | None, typer.Option("--baseline", help="Full-precision GGUF to measure KL divergence against.")] = None,
+    compare: Annotated[
+        list[str] | None,
+        typer.Option("--compare", help="More artifacts of the same model (other quants, GGUF or ONNX) to score."),
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="Full-precision GGUF or ONNX export to measure KL divergence against.")
+    ] = None,
     texts: Annotated[
         str | None, typer.Option("--texts", help="FLORES-200 folder or archive (all 204 languages), or a text file.")
     ] = None,
     languages: Annotated[str | None, typer.Option("--languages", help="Comma-separated FLORES codes (default: all).")] = None,
     sentences: Annotated[int, typer.Option("--sentences", min=1, help="Sentences per language for tokenization.")] = 20,
     scored: Annotated[int, typer.Option("--scored-sentences", min=1, help="Sentences per language for logits and KL.")] = 2,
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for llama.cpp.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for llama.cpp / ONNX Runtime.")] = None,
 ) -> None:
     """Check tokenization, logits and quantization loss of ARTIFACT; writes JSON and Markdown beside it."""
-    from bayling_local.convert.verify import render_markdown
+    from bayling_local.convert.verify import render_markdown, report_path
     from bayling_local.convert.verify import verify as run_verify
 
     path = _artifact_path(artifact)
     report = run_verify(
-        path, _reference(path, reference), compare=compare or (), baseline=baseline, texts=texts,
+        path, _reference(path, reference), compare=[_artifact_path(c) for c in compare or ()],
+        baseline=_artifact_path(baseline) if baseline else None, texts=texts,
         languages=[code.strip() for code in languages.split(",")] if languages else None,
         tokenization_sentences=sentences, scored_sentences=scored, threads=threads,
     )
     print(render_markdown(report))
-    print(f"report: {path.with_name(path.stem + '.fidelity.json')} (and .md)")
+    print(f"report: {report_path(path)} (and .md)")
 
 
 def _artifact_path(artifact: str) -> Path:
-    path = Path(artifact).expanduser()
-    if path.is_file():
-        return path
     from bayling_local.errors import UsageError
+
+    path = Path(artifact).expanduser()
+    if path.is_file() or (path / "bayling_onnx.json").is_file():
+        return path
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder without bayling_onnx.json; verify checks GGUF files and ONNX exports")
     from bayling_local.store import get_model
 
     stored = get_model(artifact)
-    if stored.manifest.format != "gguf":
-        raise UsageError(f"'{artifact}' is a {stored.manifest.format} model; verify checks GGUF files")
+    if stored.manifest.format not in ("gguf", "onnx"):
+        raise UsageError(f"'{artifact}' is a {stored.manifest.format} model; verify checks GGUF files and ONNX exports")
     return stored.path
 
 
 def _reference(path: Path, reference: str | None) -> Path:
     from bayling_local.errors import UsageError
-    from bayling_local.gguf_header import read_gguf_header
 
     if reference:
         return Path(reference).expanduser()
-    source = read_gguf_header(path).metadata.get("general.source.url")
-    if isinstance(source, str) and (Path(source) / "config.json").is_file():
+    source = _recorded_source(path)
+    if source and (Path(source) / "config.json").is_file():
         return Path(source)
     raise UsageError(f"name the checkpoint {path.name} was converted from with --reference FOLDER")
+
+
+def _recorded_source(path: Path) -> str | None:
+    """The checkpoint folder the converter recorded in the artifact, if any."""
+    folder = path if path.is_dir() else path.parent
+    if path.is_dir() or path.suffix == ".onnx":
+        try:
+            return json.loads((folder / "bayling_onnx.json").read_text("utf-8"))["provenance"]["checkpoint"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    from bayling_local.gguf_header import read_gguf_header
+
+    source = read_gguf_header(path).metadata.get("general.source.url")
+    return source if isinstance(source, str) else None
