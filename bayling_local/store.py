@@ -1,7 +1,8 @@
 """The local model store: one folder per model under `$BAYLING_HOME/models`, a manifest beside each.
 
-Import (local file or folder), pull (hub, when online), list, info and rm. Every write goes to a
-temporary path first and is renamed into place, so an interrupted import never leaves half an entry.
+Import (GGUF file, HF checkpoint folder, ONNX export folder), ONNX conversion straight into an entry,
+pull (hub, when online), list, info and rm. Every write goes to a temporary path first and is renamed
+into place, so an interrupted import never leaves half an entry.
 """
 
 from __future__ import annotations
@@ -29,14 +30,22 @@ from bayling_local.errors import (
     ModelNotFoundError,
     OfflineError,
     StoreError,
+    UnknownChatFormatError,
 )
 from bayling_local.gguf_header import read_gguf_header
-from bayling_local.prompts import detect_chat_format
+from bayling_local.prompts import CHAT_FORMAT_IDS, detect_chat_format
 
 MANIFEST_NAME = "manifest.json"
 _NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
 # Files of a Hugging Face checkpoint worth keeping; pickled weights are left out on purpose.
 HF_FILE_PATTERNS = ("*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja")
+# Files of an ONNX export (`convert/onnx.py`): the graph, its external weights, bayling_onnx.json, tokenizer.
+ONNX_FILE_PATTERNS = ("*.onnx", "*.onnx.data", "*.json", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja")
+FOLDER_FILE_PATTERNS = {"hf": HF_FILE_PATTERNS, "onnx": ONNX_FILE_PATTERNS}
+"""What a folder artifact of each format keeps when it is copied into the store."""
+FOLDER_ARTIFACT = {"hf": "checkpoint", "onnx": "onnx"}
+"""The folder's name inside its store entry."""
+ONNX_EXPORT_FORMAT = "bayling-onnx-decoder"
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
@@ -60,6 +69,8 @@ class Manifest:
     languages: str = ""
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     tool_version: str = __version__
+    files: dict[str, str] = field(default_factory=dict)
+    """sha256 of each file of a copied folder artifact (HF checkpoint, ONNX export), by file name."""
 
     @classmethod
     def from_dict(cls, data: dict) -> Manifest:
@@ -186,25 +197,46 @@ def import_model(
     force: bool = False,
     progress: Progress | None = None,
 ) -> StoredModel:
-    """Copy (or with `link`, reference) a GGUF file or HF checkpoint folder into the store."""
+    """Copy (or with `link`, reference) a GGUF file, an HF checkpoint folder or an ONNX export folder
+    (or its `.onnx` file) into the store."""
     source = Path(path).expanduser().resolve()
     if not source.exists():
         raise ModelNotFoundError(f"{path} does not exist")
-    name = validate_name(name) if name is not None else name_from_path(source)
+    if source.is_file() and source.suffix == ".onnx":
+        source = source.parent  # an ONNX model is its whole folder: weights, bayling_onnx.json, tokenizer
+    target = _new_entry(validate_name(name) if name is not None else name_from_path(source), force)
+    manifest = _describe(source, target.name, chat_format)
+    with _staging_folder(target, force) as staging:
+        if link:
+            manifest.artifact, manifest.sha256 = str(source), _sha256_or_none(source)
+        else:
+            _copy_artifact(source, staging / manifest.artifact, manifest, progress)
+        write_json_atomic(staging / MANIFEST_NAME, asdict(manifest))
+    return _read_entry(target)
+
+
+def _new_entry(name: str, force: bool) -> Path:
+    """The folder a new entry `name` will have; refuses the bundled name and, without `force`, a taken one."""
     if name == BUNDLED_MODEL_NAME:
         raise StoreError(f"'{name}' is the bundled model's name; choose another with --name")
     target = models_dir() / name
     if target.exists() and not force:
         raise StoreError(f"a model named '{name}' is already in the store; pass --force to replace it")
-    describe = _describe_gguf if source.is_file() else _describe_hf_folder
-    manifest = describe(source, name, chat_format)
-    with _staging_folder(target, force) as staging:
-        if link:
-            manifest.artifact, manifest.sha256 = str(source), _sha256_or_none(source)
-        else:
-            manifest.sha256 = _copy_artifact(source, staging / manifest.artifact, progress)
-        write_json_atomic(staging / MANIFEST_NAME, asdict(manifest))
-    return _read_entry(target)
+    return target
+
+
+def _describe(source: Path, name: str, chat_format: str | None) -> Manifest:
+    if source.is_file():
+        return _describe_gguf(source, name, chat_format)
+    if _looks_like_onnx_export(source):
+        return _describe_onnx_folder(source, name, chat_format)
+    return _describe_hf_folder(source, name, chat_format)
+
+
+def _looks_like_onnx_export(folder: Path) -> bool:
+    from bayling_local.backends.onnxrt import CONFIG_FILE
+
+    return (folder / CONFIG_FILE).is_file() or (any(folder.glob("*.onnx")) and not (folder / "config.json").is_file())
 
 
 def _describe_gguf(source: Path, name: str, chat_format: str | None) -> Manifest:
@@ -217,7 +249,7 @@ def _describe_gguf(source: Path, name: str, chat_format: str | None) -> Manifest
         size=source.stat().st_size,
         sha256=None,
         source=str(source),
-        chat_format=chat_format or (entry.chat_format if entry else detect_chat_format(header.chat_template)),
+        chat_format=_chat_format(chat_format, name, header.chat_template),
         architecture=header.architecture,
         quant=header.quant,
         context_length=header.context_length,
@@ -229,8 +261,8 @@ def _describe_hf_folder(source: Path, name: str, chat_format: str | None) -> Man
     config_path = source / "config.json"
     if not config_path.is_file():
         raise InvalidModelFileError(
-            f"{source} is not a Hugging Face checkpoint (no config.json); import a .gguf file or a "
-            "folder with config.json, *.safetensors and tokenizer files"
+            f"{source} is not a Hugging Face checkpoint (no config.json); import a .gguf file, a "
+            "folder with config.json, *.safetensors and tokenizer files, or an ONNX export folder"
         )
     try:
         config = json.loads(config_path.read_text("utf-8"))
@@ -245,11 +277,11 @@ def _describe_hf_folder(source: Path, name: str, chat_format: str | None) -> Man
     return Manifest(
         name=name,
         format="hf",
-        artifact="checkpoint",
-        size=sum(f.stat().st_size for f in _hf_files(source)),
+        artifact=FOLDER_ARTIFACT["hf"],
+        size=sum(f.stat().st_size for f in _folder_files(source, "hf")),
         sha256=None,
         source=str(source),
-        chat_format=chat_format or (entry.chat_format if entry else _hf_chat_format(source)),
+        chat_format=_chat_format(chat_format, name, _folder_chat_template(source)),
         architecture=str(config.get("model_type", "unknown")),
         quant=str(config.get("torch_dtype") or config.get("dtype") or "unknown"),
         context_length=int(config.get("max_position_embeddings", 0)),
@@ -257,28 +289,78 @@ def _describe_hf_folder(source: Path, name: str, chat_format: str | None) -> Man
     )
 
 
-def _hf_chat_format(source: Path) -> str:
-    tokenizer_config = source / "tokenizer_config.json"
-    template = None
-    if tokenizer_config.is_file():
-        template = json.loads(tokenizer_config.read_text("utf-8")).get("chat_template")
+def _describe_onnx_folder(source: Path, name: str, chat_format: str | None) -> Manifest:
+    """An export written by `convert/onnx.py`, checked as the ONNX Runtime backend will read it."""
+    from bayling_local.backends.onnxrt import CONFIG_FILE, TOKENIZER_FILES, _read_config
+
+    config = _read_config(source)  # present, readable, the format version this bayling-local runs
+    if config.get("format") != ONNX_EXPORT_FORMAT:
+        raise InvalidModelFileError(
+            f"{source / CONFIG_FILE} says format '{config.get('format')}', not '{ONNX_EXPORT_FORMAT}'; "
+            "export the model with `bayling-local convert CHECKPOINT --to onnx`"
+        )
+    model_file = str(config.get("model_file") or "model.onnx")
+    if not (source / model_file).is_file():
+        raise InvalidModelFileError(f"{source} has no {model_file}; copy the whole export folder, or export it again")
+    if not any((source / tokenizer).is_file() for tokenizer in TOKENIZER_FILES):
+        raise InvalidModelFileError(
+            f"{source} has no tokenizer ({' or '.join(TOKENIZER_FILES)}); copy the tokenizer files beside {model_file}"
+        )
+    carried = config.get("chat_template")
+    entry = catalog_entry(name)
+    return Manifest(
+        name=name,
+        format="onnx",
+        artifact=FOLDER_ARTIFACT["onnx"],
+        size=sum(f.stat().st_size for f in _folder_files(source, "onnx")),
+        sha256=None,
+        source=str(source),
+        chat_format=_chat_format(chat_format, name, carried if isinstance(carried, str) else _folder_chat_template(source)),
+        architecture=str(config.get("architecture", "llama")),
+        quant=str(config.get("precision", "unknown")),
+        context_length=int(config.get("max_position_embeddings") or 0),
+        languages=entry.languages if entry else "",
+    )
+
+
+def _chat_format(explicit: str | None, name: str, template: str | None) -> str:
+    """The chat format asked for, else the catalog's for a known name, else the one `template` implements."""
+    entry = catalog_entry(name)
+    return _known_chat_format(explicit) or (entry.chat_format if entry else detect_chat_format(template))
+
+
+def _known_chat_format(explicit: str | None) -> str | None:
+    if explicit and explicit not in CHAT_FORMAT_IDS:
+        raise UnknownChatFormatError(f"unknown chat format '{explicit}'; choose one of: {', '.join(CHAT_FORMAT_IDS)}")
+    return explicit
+
+
+def _folder_chat_template(source: Path) -> str | None:
+    """The chat template a tokenizer folder carries (chat_template.jinja wins over tokenizer_config.json)."""
     if (source / "chat_template.jinja").is_file():
-        template = (source / "chat_template.jinja").read_text("utf-8")
-    return detect_chat_format(template if isinstance(template, str) else None)
+        return (source / "chat_template.jinja").read_text("utf-8")
+    tokenizer_config = source / "tokenizer_config.json"
+    if not tokenizer_config.is_file():
+        return None
+    template = json.loads(tokenizer_config.read_text("utf-8")).get("chat_template")
+    return template if isinstance(template, str) else None
 
 
-def _hf_files(source: Path) -> list[Path]:
-    files = {f for pattern in HF_FILE_PATTERNS for f in source.glob(pattern) if f.is_file()}
-    return sorted(files)
+def _folder_files(source: Path, artifact_format: str) -> list[Path]:
+    patterns = FOLDER_FILE_PATTERNS[artifact_format]
+    return sorted({f for pattern in patterns for f in source.glob(pattern) if f.is_file()})
 
 
-def _copy_artifact(source: Path, target: Path, progress: Progress | None) -> str | None:
+def _copy_artifact(source: Path, target: Path, manifest: Manifest, progress: Progress | None) -> None:
+    """Copy a file (its sha256 into the manifest) or a folder's files (each one's sha256 into `files`)."""
     if source.is_file():
-        return _copy_file_hashing(source, target, progress)
+        manifest.sha256 = _copy_file_hashing(source, target, progress)
+        return
     target.mkdir()
-    for file in _hf_files(source):
-        _copy_file_hashing(file, target / file.name, progress)
-    return None
+    manifest.files = {
+        file.name: _copy_file_hashing(file, target / file.name, progress)
+        for file in _folder_files(source, manifest.format)
+    }
 
 
 def _copy_file_hashing(source: Path, target: Path, progress: Progress | None) -> str:
@@ -342,6 +424,66 @@ def remove_model(name: str) -> Path:
     folder = models_dir() / model.name
     shutil.rmtree(folder)
     return folder
+
+
+# --- ONNX conversion straight into the store -----------------------------------------------------
+
+
+def onnx_conversion_name(checkpoint: str | Path, precision: str) -> str:
+    """The default store name of an ONNX conversion: `<checkpoint folder name>-onnx-<precision>`."""
+    return name_from_path(Path(f"{Path(checkpoint).expanduser().resolve().name}-onnx-{precision}"))
+
+
+def convert_to_onnx_entry(
+    checkpoint: str | Path,
+    precision: str = "fp16",
+    *,
+    name: str | None = None,
+    chat_format: str | None = None,
+    force: bool = False,
+    block_size: int = 32,
+    export_device: str = "cpu",
+) -> StoredModel:
+    """Export a Llama checkpoint (folder or `hf` store name) to ONNX at `precision` as a new store entry
+    (default name: `onnx_conversion_name`); the CLI's and the TUI's `convert --to onnx`."""
+    from bayling_local.convert import to_onnx
+    from bayling_local.convert.onnx import QUANT_ALIASES
+    from bayling_local.convert.pipeline import resolve_checkpoint
+
+    folder = resolve_checkpoint(checkpoint)
+    precision = QUANT_ALIASES.get(precision, precision)
+    return add_onnx_export(
+        name or onnx_conversion_name(checkpoint, precision),
+        lambda out: to_onnx(folder, out, precision, block_size, export_device),
+        source=str(folder.resolve()),
+        chat_format=chat_format,
+        force=force,
+    )
+
+
+def add_onnx_export(
+    name: str,
+    export: Callable[[Path], object],
+    *,
+    source: str,
+    chat_format: str | None = None,
+    force: bool = False,
+) -> StoredModel:
+    """A new entry `name` whose ONNX folder `export(folder)` writes inside the entry's staging folder.
+
+    A multi-GB export is written once, where it will stay, and never copied; a taken name is refused
+    before anything is exported, and a failed export leaves nothing behind.
+    """
+    target = _new_entry(validate_name(name), force)
+    _known_chat_format(chat_format)  # before the export, which may take an hour
+    with _staging_folder(target, force) as staging:
+        folder = staging / FOLDER_ARTIFACT["onnx"]
+        export(folder)
+        manifest = _describe_onnx_folder(folder, target.name, chat_format)
+        manifest.source = source
+        manifest.files = {file.name: file_sha256(file) for file in _folder_files(folder, "onnx")}
+        write_json_atomic(staging / MANIFEST_NAME, asdict(manifest))
+    return _read_entry(target)
 
 
 # --- pull from the hub ----------------------------------------------------------------------------

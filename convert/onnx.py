@@ -62,7 +62,9 @@ class LlamaShape:
 def to_onnx(checkpoint: Path, out: Path, quant: str = "fp32", block_size: int = 32, export_device: str = "cpu") -> Path:
     """Write an ONNX decoder folder for the Llama checkpoint `checkpoint` at `quant`; returns `out`.
 
-    `export_device` is accepted for CLI symmetry; the weights are read on the CPU (export does no compute).
+    `export_device` is where the model will run: `cuda` builds int4 with float16 activations and cache
+    (ONNX Runtime's CUDA GroupQueryAttention takes float16/bfloat16 only), `cpu` with float32. The
+    export itself reads the weights on the CPU.
     """
     quant = QUANT_ALIASES.get(quant, quant)
     if quant not in ONNX_QUANTS:
@@ -71,12 +73,17 @@ def to_onnx(checkpoint: Path, out: Path, quant: str = "fp32", block_size: int = 
         raise UsageError(f"--block-size must be one of {BLOCK_SIZES}, not {block_size}")
     if export_device not in ("cpu", "cuda"):
         raise UsageError(f"--export-device must be cpu or cuda, not {export_device}")
+    if export_device == "cuda" and quant in ("fp32", "int8"):
+        raise UsageError(
+            f"--quant {quant} is a CPU format (CUDA attention needs float16, and int8 dynamic quantization "
+            "runs on the CPU); for --export-device cuda use fp16 or int4"
+        )
     checkpoint, out = Path(checkpoint), Path(out)
     model, tokenizer_files = _load_checkpoint(checkpoint)
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    graph_dtype = "fp16" if quant == "fp16" else "fp32"
+    graph_dtype = "fp16" if quant == "fp16" or export_device == "cuda" else "fp32"
     proto, shape = build_decoder(model, graph_dtype)
     if quant == "int8":
         proto = quantize_embedding(quantize_int8(proto, staging, block_size), block_size)
@@ -85,7 +92,7 @@ def to_onnx(checkpoint: Path, out: Path, quant: str = "fp32", block_size: int = 
     save_model(proto, staging / MODEL_FILE)
     for file in tokenizer_files:
         shutil.copy(file, staging / file.name)
-    _write_config(staging, model, shape, quant, block_size, checkpoint)
+    _write_config(staging, model, shape, quant, block_size, checkpoint, graph_dtype, export_device)
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)
@@ -440,7 +447,8 @@ def save_model(proto: onnx.ModelProto, path: Path) -> None:
         onnx.save_model(proto, path)
 
 
-def _write_config(folder: Path, model, shape: LlamaShape, quant: str, block_size: int, checkpoint: Path) -> None:
+def _write_config(folder: Path, model, shape: LlamaShape, quant: str, block_size: int, checkpoint: Path,
+                  graph_dtype: str, export_device: str) -> None:
     generation = getattr(model, "generation_config", None)
     eos = model.config.eos_token_id
     eos_ids = sorted({*(eos if isinstance(eos, list) else [eos] if eos is not None else []),
@@ -463,7 +471,8 @@ def _write_config(folder: Path, model, shape: LlamaShape, quant: str, block_size
                       "shared_buffer": "bind past and present to one [batch, kv_heads, capacity, head_dim] "
                                        "buffer to append in place; or feed present back as past to grow it"},
         "rotary_positions": min(int(model.config.max_position_embeddings or 4096), ROTARY_CACHE_LIMIT),
-        "precision": quant, "kv_dtype": "float16" if quant == "fp16" else "float32",
+        "precision": quant, "kv_dtype": "float16" if graph_dtype == "fp16" else "float32",
+        "export_device": export_device,
         "block_size": block_size if quant in ("int4", "int8") else None,
         "bos_token_id": model.config.bos_token_id, "eos_token_ids": eos_ids,
         "chat_template": template,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bayling_local.backends.base import GenerationConfig, LoadOptions
-from bayling_local.errors import BackendUnavailableError, InvalidModelFileError
+from bayling_local.errors import BackendUnavailableError, InvalidModelFileError, UsageError
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -284,3 +284,23 @@ def test_verify_cli_finds_the_checkpoint_recorded_in_an_onnx_export(smollm2_onnx
     output = result.stdout.decode()
     assert "| int4 | onnxruntime | int4 |" in output and "llama.cpp's own tokenizer" not in output
     assert (smollm2_onnx["int4"] / "int4.fidelity.md").is_file()
+
+
+def test_int4_for_cuda_is_float16_and_matches_the_cpu_export(tmp_path, llama3_tokenizer_path):
+    tokenizer_dir = tmp_path / "tok"
+    tokenizer_dir.mkdir()
+    shutil.copy(llama3_tokenizer_path, tokenizer_dir / "tokenizer.json")
+    checkpoint = write_tiny_llama(tmp_path / "tiny", tokenizer_dir, heads=4, kv_heads=2)
+    exports = {device: to_onnx(checkpoint, tmp_path / device, "int4", export_device=device) for device in ("cpu", "cuda")}
+    assert json.loads((exports["cuda"] / "bayling_onnx.json").read_text())["kv_dtype"] == "float16"
+    graph = onnx.load(exports["cuda"] / "model.onnx")
+    assert {i.type.tensor_type.elem_type for i in graph.graph.input if i.name.startswith("past_")} == {
+        onnx.TensorProto.FLOAT16}
+    # Same 4-bit weights, float16 vs float32 activations: the CUDA export runs here too, with close logits.
+    backends = {d: OnnxRuntimeBackend.load(folder, LoadOptions(device="cpu")) for d, folder in exports.items()}
+    ids = backends["cpu"].tokenize("Watoto wanacheza mpira", add_bos=True)
+    half, single = backends["cuda"].logits(ids), backends["cpu"].logits(ids)
+    assert np.abs(half - single).mean() < 0.1  # float16 rounding, logits of magnitude ~5
+    assert np.corrcoef(half.ravel(), single.ravel())[0, 1] > 0.99  # (argmax is a near-tie in a random model)
+    with pytest.raises(UsageError, match="CPU format"):
+        to_onnx(checkpoint, tmp_path / "no", "int8", export_device="cuda")

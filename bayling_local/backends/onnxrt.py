@@ -101,6 +101,12 @@ class OnnxRuntimeBackend:
         config = _read_config(folder)
         tokenizer = _load_tokenizer(folder)
         device, providers = select_provider(options.device, onnxruntime.get_available_providers())
+        if device == "cuda" and config.get("kv_dtype") != "float16":
+            warnings.warn(
+                f"{folder.name} was exported for the CPU (float32): on CUDA its attention falls back to the CPU; "
+                "export it with --export-device cuda (int4) or --quant fp16 for GPU speed",
+                stacklevel=2,
+            )
         session = _open_session(model_file, providers, options)
         _check_graph(session, config, model_file)
         return cls(session, tokenizer, config, _model_info(config, tokenizer, options, device))

@@ -1,4 +1,5 @@
-"""`bayling-local convert`: a Hugging Face checkpoint to GGUF (any llama.cpp type), into the store or a file."""
+"""`bayling-local convert`: a Hugging Face checkpoint to GGUF (any llama.cpp type) or ONNX, into the store or
+to --out."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def convert(
     block_size: Annotated[int, typer.Option("--block-size", help="With --to onnx --quant int4: 32, 64 or 128.")] = 32,
     export_device: Annotated[str, typer.Option("--export-device", help="With --to onnx: cpu or cuda.")] = "cpu",
 ) -> None:
-    """Convert CHECKPOINT to a GGUF; the result is imported into the model store unless --out is given."""
+    """Convert CHECKPOINT to a GGUF or ONNX; the result is imported into the model store unless --out is given."""
     from bayling_local.errors import UsageError
 
     if list_quants:
@@ -50,7 +51,7 @@ def convert(
     if checkpoint is None:
         raise UsageError("name a checkpoint folder or store name to convert (or pass --list-quants)")
     if to == "onnx":
-        _to_onnx(checkpoint, quant, out, block_size, export_device)
+        _to_onnx(checkpoint, quant, out, name, chat_format, force, block_size, export_device)
         return
     if to != "gguf":
         raise UsageError(f"unknown output format '{to}'; convert writes: gguf, onnx")
@@ -72,16 +73,28 @@ def convert(
         print(f"fidelity report: {result.report} (and .md)")
 
 
-def _to_onnx(checkpoint: str, quant: str, out: str | None, block_size: int, export_device: str) -> None:
-    """ONNX goes to a folder (default `<checkpoint>-onnx-<quant>` here); run it with `--model FOLDER`."""
+def _to_onnx(checkpoint: str, quant: str, out: str | None, name: str | None, chat_format: str | None,
+             force: bool, block_size: int, export_device: str) -> None:
+    """ONNX goes into the store (default name `<checkpoint>-onnx-<precision>`), or to the folder --out."""
+    if out is None:
+        from bayling_local.store import convert_to_onnx_entry
+
+        model = convert_to_onnx_entry(checkpoint, quant, name=name, chat_format=chat_format, force=force,
+                                      block_size=block_size, export_device=export_device)
+        what = f"ONNX {model.manifest.quant}, {human_size(model.manifest.size)}, chat format {model.manifest.chat_format}"
+        print(f"imported '{model.name}' ({what}) into {model.path.parent.parent}")
+        return
     from pathlib import Path
 
     from bayling_local.convert import to_onnx
+    from bayling_local.convert.pipeline import resolve_checkpoint
+    from bayling_local.errors import UsageError
 
-    quant = {"f16": "fp16", "f32": "fp32"}.get(quant, quant)
-    target = Path(out) if out else Path.cwd() / f"{Path(checkpoint).name}-onnx-{quant}"
-    written = to_onnx(Path(checkpoint), target, quant, block_size, export_device)
-    print(f"wrote {written} (ONNX {quant}); run it with `bayling-local chat --model {written}`")
+    target = Path(out).expanduser()
+    if target.exists() and not force:
+        raise UsageError(f"{target} exists; pass --force to replace it")
+    written = to_onnx(resolve_checkpoint(checkpoint), target, quant, block_size, export_device)
+    print(f"wrote {written} (ONNX); run it with `bayling-local chat --model {written}`")
 
 
 def _print_quants(as_json: bool) -> None:

@@ -44,8 +44,8 @@ def info(name: Annotated[str, typer.Argument(help="Store name.")]) -> None:
 
 @app.command("import")
 def import_(
-    path: Annotated[str, typer.Argument(help="A .gguf file or a Hugging Face checkpoint folder.")],
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Store name (default: from the file name).")] = None,
+    path: Annotated[str, typer.Argument(help="A .gguf file, a Hugging Face checkpoint folder or an ONNX export folder.")],
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Store name (default: from the file or folder name).")] = None,
     chat_format: Annotated[str | None, typer.Option("--chat-format", help="bayling-2, bayling-3, chatml or template.")] = None,
     link: Annotated[bool, typer.Option("--link", help="Reference the file where it is instead of copying it.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an entry of the same name.")] = False,

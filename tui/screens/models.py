@@ -214,17 +214,13 @@ class ModelsScreen(Screen):
 
 def _run_conversion(source: str, quant: str, progress) -> str:
     """Convert with the library the CLI uses; returns the line to show when it is done."""
-    from pathlib import Path
-
-    from bayling_local.convert import to_gguf, to_onnx
-    from bayling_local.store import bayling_home
+    from bayling_local.convert import to_gguf
+    from bayling_local.store import convert_to_onnx_entry
 
     if quant.startswith("onnx:"):
-        precision = quant.removeprefix("onnx:")
-        target = bayling_home() / "onnx" / f"{Path(source).name}-{precision}"
         progress("onnx", 0, 1)  # ONNX export has no progress of its own; this is the cancel point
-        written = to_onnx(Path(source), target, precision)
-        return f"wrote {written}; use it with --model {written}"
+        model = convert_to_onnx_entry(source, quant.removeprefix("onnx:"))
+        return f"converted to {model.name} (ONNX {model.manifest.quant}, {human_size(model.manifest.size)})"
     result = to_gguf(source, quant, progress=progress)
     return f"converted to {result.store_name or result.path} ({result.quant}, {human_size(result.size)})"
 
