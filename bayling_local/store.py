@@ -273,19 +273,11 @@ def _describe_hf_folder(source: Path, name: str, chat_format: str | None) -> Man
             f"{source} has no *.safetensors weights; pickled weights are not imported (convert them "
             "to safetensors first)"
         )
-    entry = catalog_entry(name)
-    return Manifest(
-        name=name,
-        format="hf",
-        artifact=FOLDER_ARTIFACT["hf"],
-        size=sum(f.stat().st_size for f in _folder_files(source, "hf")),
-        sha256=None,
-        source=str(source),
-        chat_format=_chat_format(chat_format, name, _folder_chat_template(source)),
+    return _folder_manifest(
+        source, name, "hf", _chat_format(chat_format, name, _folder_chat_template(source)),
         architecture=str(config.get("model_type", "unknown")),
         quant=str(config.get("torch_dtype") or config.get("dtype") or "unknown"),
         context_length=int(config.get("max_position_embeddings", 0)),
-        languages=entry.languages if entry else "",
     )
 
 
@@ -307,19 +299,28 @@ def _describe_onnx_folder(source: Path, name: str, chat_format: str | None) -> M
             f"{source} has no tokenizer ({' or '.join(TOKENIZER_FILES)}); copy the tokenizer files beside {model_file}"
         )
     carried = config.get("chat_template")
-    entry = catalog_entry(name)
-    return Manifest(
-        name=name,
-        format="onnx",
-        artifact=FOLDER_ARTIFACT["onnx"],
-        size=sum(f.stat().st_size for f in _folder_files(source, "onnx")),
-        sha256=None,
-        source=str(source),
-        chat_format=_chat_format(chat_format, name, carried if isinstance(carried, str) else _folder_chat_template(source)),
+    template = carried if isinstance(carried, str) else _folder_chat_template(source)
+    return _folder_manifest(
+        source, name, "onnx", _chat_format(chat_format, name, template),
         architecture=str(config.get("architecture", "llama")),
         quant=str(config.get("precision", "unknown")),
         context_length=int(config.get("max_position_embeddings") or 0),
+    )
+
+
+def _folder_manifest(source: Path, name: str, artifact_format: str, chat_format: str, **described) -> Manifest:
+    """The manifest of a folder artifact (`hf` or `onnx`); `described`: architecture, quant, context_length."""
+    entry = catalog_entry(name)
+    return Manifest(
+        name=name,
+        format=artifact_format,
+        artifact=FOLDER_ARTIFACT[artifact_format],
+        size=sum(f.stat().st_size for f in _folder_files(source, artifact_format)),
+        sha256=None,
+        source=str(source),
+        chat_format=chat_format,
         languages=entry.languages if entry else "",
+        **described,
     )
 
 

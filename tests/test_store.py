@@ -26,19 +26,11 @@ from bayling_local.store import (
     get_model,
     import_model,
     list_models,
-    models_dir,
     pull_model,
     remove_model,
 )
 
-
-@pytest.fixture(autouse=True)
-def store_home(tmp_path, monkeypatch) -> Path:
-    """A store of this test's own; returns `$BAYLING_HOME/models` (not created yet)."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("BAYLING_HOME", str(home))
-    assert models_dir() == home / "models"
-    return home / "models"
+pytestmark = pytest.mark.usefixtures("store_home")
 
 
 @pytest.fixture(scope="module")

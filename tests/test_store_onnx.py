@@ -24,7 +24,6 @@ from bayling_local.store import (
     get_model,
     import_model,
     list_models,
-    models_dir,
 )
 from tests.conftest import run_cli, write_tiny_llama
 
@@ -37,13 +36,7 @@ CPU = LoadOptions(device="cpu", threads=1)
 FOUR_TOKENS = GenerationConfig(max_tokens=4)
 
 
-@pytest.fixture(autouse=True)
-def store_home(tmp_path, monkeypatch) -> Path:
-    """A store of this test's own (CLI subprocesses inherit it); returns `$BAYLING_HOME/models`."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("BAYLING_HOME", str(home))
-    assert models_dir() == home / "models"
-    return home / "models"
+pytestmark = pytest.mark.usefixtures("store_home")
 
 
 @pytest.fixture(scope="module")
