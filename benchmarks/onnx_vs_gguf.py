@@ -18,8 +18,6 @@ after a warm-up. End-of-text never ends a run early: every run generates the ful
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import itertools
 import json
 import os
@@ -48,7 +46,8 @@ BATCH_PROMPTS = (
 BATCH_SIZES = (1, 4, 8)
 WARMUP_TOKENS = 8
 CONTEXT_LENGTH = 2048
-GREEDY = {"temperature": 0.0, "top_k": 1}
+GREEDY = {"temperature": 0.0, "top_k": 1, "ignore_eos": True}
+"""Greedy, and through end-of-text: every run spends its whole token budget."""
 
 
 @dataclass(frozen=True)
@@ -193,39 +192,6 @@ def reference_prompts(artifact: Artifact, path: Path, threads: int) -> Prompts:
         backend.close()
 
 
-# --- end of text ignored ------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def end_of_text_ignored(backend) -> Iterator[None]:
-    """While inside, the backend generates through end-of-text tokens, so each run spends its whole budget.
-
-    Both backends stop on `info.end_of_generation_ids`; llama.cpp's (`_generate`, `BatchDecoder._accept`)
-    also asks `llama_cpp.llama_vocab_is_eog`, looked up on the module at each call, so that is answered
-    False here. Sampling is untouched: an end-of-text token is still generated and counted, as
-    llama-bench does.
-    """
-    original = backend.info
-    backend.info = dataclasses.replace(original, end_of_generation_ids=frozenset())
-    try:
-        with _llama_cpp_eog_disabled() if backend.name == "llama.cpp" else contextlib.nullcontext():
-            yield
-    finally:
-        backend.info = original
-
-
-@contextlib.contextmanager
-def _llama_cpp_eog_disabled() -> Iterator[None]:
-    import llama_cpp
-
-    original = llama_cpp.llama_vocab_is_eog
-    llama_cpp.llama_vocab_is_eog = lambda vocab, token: False
-    try:
-        yield
-    finally:
-        llama_cpp.llama_vocab_is_eog = original
-
-
 def forget_previous_prompt(backend) -> None:
     """Make the next llama.cpp `generate` evaluate its whole prompt.
 
@@ -240,7 +206,7 @@ def forget_previous_prompt(backend) -> None:
 
 
 def token_steps(backend, ids: list[int], tokens: int) -> Iterator[int]:
-    """Greedy next tokens from the backend's own decode loop (no detokenizing); call inside end_of_text_ignored."""
+    """Greedy next tokens from the backend's own decode loop (no detokenizing), through end-of-text."""
     config = GenerationConfig(max_tokens=tokens, **GREEDY)
     if backend.name == "onnxruntime":
         return (step[0] for step in backend._decode([ids], config, None))
@@ -280,19 +246,18 @@ def batch_throughput(backend, prompts: list[list[int]], tokens: int) -> tuple[fl
 
 
 def measure(row: Row, backend, prompts: Prompts, tokens: int, repeats: int) -> None:
-    with end_of_text_ignored(backend):
-        prefill_and_decode(backend, prompts.main, WARMUP_TOKENS)
-        # The widest batch first: llama.cpp's batch context is then made for 8 sequences outside the timing.
-        backend.generate_batch(prompts.batch[: max(BATCH_SIZES)], GenerationConfig(max_tokens=WARMUP_TOKENS, **GREEDY))
+    prefill_and_decode(backend, prompts.main, WARMUP_TOKENS)
+    # The widest batch first: llama.cpp's batch context is then made for 8 sequences outside the timing.
+    backend.generate_batch(prompts.batch[: max(BATCH_SIZES)], GenerationConfig(max_tokens=WARMUP_TOKENS, **GREEDY))
+    for _ in range(repeats):
+        prefill, decode = prefill_and_decode(backend, prompts.main, tokens)
+        row.prefill_tps.append(prefill)
+        row.decode_tps.append(decode)
+    for batch in BATCH_SIZES:
         for _ in range(repeats):
-            prefill, decode = prefill_and_decode(backend, prompts.main, tokens)
-            row.prefill_tps.append(prefill)
-            row.decode_tps.append(decode)
-        for batch in BATCH_SIZES:
-            for _ in range(repeats):
-                tps, generated = batch_throughput(backend, prompts.batch[:batch], tokens)
-                row.batch_tps.setdefault(batch, []).append(tps)
-                row.batch_generated.setdefault(batch, []).append(generated)
+            tps, generated = batch_throughput(backend, prompts.batch[:batch], tokens)
+            row.batch_tps.setdefault(batch, []).append(tps)
+            row.batch_generated.setdefault(batch, []).append(generated)
 
 
 # --- reporting ------------------------------------------------------------------------------------------------

@@ -142,3 +142,12 @@ def test_batched_generation_honours_stop_strings_and_cancel(smollm2):
     cancel.set()
     cancelled = smollm2.backend.generate_batch(prompts, config, cancel)
     assert [c.finish_reason for c in cancelled] == ["cancelled", "cancelled"]
+
+
+def test_ignore_eos_generates_to_max_tokens_alone_and_in_batches(smollm2):
+    prompt = smollm2.render([{"role": "user", "content": "Say hello."}])
+    ends = smollm2.backend.stream(prompt, GenerationConfig(max_tokens=64)).collect()
+    assert ends.finish_reason == "stop" and len(ends.token_ids) < 64
+    through = GenerationConfig(max_tokens=64, ignore_eos=True)
+    assert len(smollm2.backend.stream(prompt, through).collect().token_ids) == 64
+    assert [len(c.token_ids) for c in smollm2.backend.generate_batch([prompt] * 2, through)] == [64, 64]

@@ -304,3 +304,12 @@ def test_int4_for_cuda_is_float16_and_matches_the_cpu_export(tmp_path, llama3_to
     assert np.corrcoef(half.ravel(), single.ravel())[0, 1] > 0.99  # (argmax is a near-tie in a random model)
     with pytest.raises(UsageError, match="CPU format"):
         to_onnx(checkpoint, tmp_path / "no", "int8", export_device="cuda")
+
+
+def test_ignore_eos_generates_to_max_tokens(onnx_fp32):
+    prompt = "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"  # SmolLM2's chat format
+    ends = onnx_fp32.stream(prompt, GenerationConfig(max_tokens=64)).collect()
+    assert ends.finish_reason == "stop" and len(ends.token_ids) < 64
+    through = GenerationConfig(max_tokens=64, ignore_eos=True)
+    assert len(onnx_fp32.stream(prompt, through).collect().token_ids) == 64
+    assert [len(c.token_ids) for c in onnx_fp32.generate_batch([prompt] * 2, through)] == [64, 64]

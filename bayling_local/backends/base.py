@@ -51,6 +51,9 @@ class GenerationConfig:
     """Stop strings: generation ends before the first one, which is not returned."""
     stop_token_ids: tuple[int, ...] = ()
     """Token ids that end generation (in addition to the model's own end-of-generation tokens)."""
+    ignore_eos: bool = False
+    """Generate through the model's end-of-generation tokens, to `max_tokens` (speed benchmarks);
+    `stop` and `stop_token_ids` still end it."""
 
 
 FinishReason = Literal["stop", "length", "cancelled"]

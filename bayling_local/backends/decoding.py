@@ -123,3 +123,10 @@ def resolve_stop_token_ids(tokenize, stop_tokens: Iterable[str]) -> tuple[set[in
         else:
             strings.append(text)
     return ids, tuple(strings)
+
+
+def stop_token_set(info, config) -> frozenset[int]:
+    """Token ids that end generation: `config.stop_token_ids`, and the model's end-of-generation ids
+    (`info.end_of_generation_ids`) unless `config.ignore_eos`."""
+    model_ids = frozenset() if config.ignore_eos else info.end_of_generation_ids
+    return model_ids | frozenset(config.stop_token_ids)

@@ -31,7 +31,7 @@ from bayling_local.backends.base import (
     TextStream,
     resolve_context_length,
 )
-from bayling_local.backends.decoding import TextAssembler, prompt_token_ids
+from bayling_local.backends.decoding import TextAssembler, prompt_token_ids, stop_token_set
 from bayling_local.errors import (
     BackendUnavailableError,
     ContextOverflowError,
@@ -135,7 +135,7 @@ class HFBackend:
     ) -> Generator[str, None, Completion]:
         sampler = Sampler(config)
         text = TextAssembler(config.stop)
-        stop_ids = self.info.end_of_generation_ids | set(config.stop_token_ids)
+        stop_ids = stop_token_set(self.info, config)
         budget = min(config.max_tokens, self.info.context_length - len(prompt_ids))
         generated: list[int] = []
         cache, pending = None, prompt_ids

@@ -31,7 +31,7 @@ from bayling_local.backends.base import (
     TextStream,
     resolve_context_length,
 )
-from bayling_local.backends.decoding import TextAssembler, continuation_ids, prompt_token_ids
+from bayling_local.backends.decoding import TextAssembler, continuation_ids, prompt_token_ids, stop_token_set
 from bayling_local.backends.device import llama_cpp_gpu_backend, llama_cpp_has_amx
 from bayling_local.errors import (
     BackendUnavailableError,
@@ -134,7 +134,7 @@ class LlamaCppBackend:
         import llama_cpp
 
         budget = min(config.max_tokens, self.info.context_length - len(prompt_ids))
-        stop_ids = set(config.stop_token_ids) | set(self.info.end_of_generation_ids)
+        stop_ids = stop_token_set(self.info, config)
         assembler, generated, reason = TextAssembler(config.stop), [], "length"
         vocab = self._llm._model.vocab
         with self._lock:
@@ -144,7 +144,7 @@ class LlamaCppBackend:
                 if cancel is not None and cancel.is_set():
                     reason = "cancelled"
                     break
-                if token in stop_ids or llama_cpp.llama_vocab_is_eog(vocab, token):
+                if token in stop_ids or (not config.ignore_eos and llama_cpp.llama_vocab_is_eog(vocab, token)):
                     reason = "stop"
                     break
                 generated.append(token)

@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 
 from bayling_local.backends.base import Completion, GenerationConfig
-from bayling_local.backends.decoding import TextAssembler
+from bayling_local.backends.decoding import TextAssembler, stop_token_set
 
 MAX_SEQUENCES = 16
 """Prompts decoded together; longer lists go in groups of this size."""
@@ -103,25 +103,25 @@ class BatchDecoder:
     def _decode_until_done(
         self, sequences: list[_Sequence], config: GenerationConfig, cancel: threading.Event | None
     ) -> None:
-        stop_ids = set(config.stop_token_ids) | set(self._backend.info.end_of_generation_ids)
+        stop_ids = stop_token_set(self._backend.info, config)
         while True:
             if cancel is not None and cancel.is_set():
                 for s in sequences:
                     s.finish = s.finish or "cancelled"
                 return
-            active = [s for s in sequences if s.finish is None and self._accept(s, stop_ids)]
+            active = [s for s in sequences if s.finish is None and self._accept(s, stop_ids, config.ignore_eos)]
             if not active:
                 return
             self._decode([(s.generated[-1], s.position, s.index, True) for s in active])
             for row, s in enumerate(active):
                 s.pending = s.sampler.sample(self._context, row)
 
-    def _accept(self, s: _Sequence, stop_ids: set[int]) -> bool:
+    def _accept(self, s: _Sequence, stop_ids: frozenset[int], ignore_eos: bool) -> bool:
         """Take the sequence's sampled token; False when the sequence has finished."""
         import llama_cpp
 
         token, s.pending = s.pending, None
-        if token in stop_ids or llama_cpp.llama_vocab_is_eog(self._backend.vocab, token):
+        if token in stop_ids or (not ignore_eos and llama_cpp.llama_vocab_is_eog(self._backend.vocab, token)):
             s.finish = "stop"
             return False
         s.generated.append(token)

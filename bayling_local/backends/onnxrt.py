@@ -28,7 +28,7 @@ from bayling_local.backends.base import (
     TextStream,
     resolve_context_length,
 )
-from bayling_local.backends.decoding import TextAssembler, prompt_token_ids
+from bayling_local.backends.decoding import TextAssembler, prompt_token_ids, stop_token_set
 from bayling_local.errors import (
     BackendUnavailableError,
     ContextOverflowError,
@@ -196,7 +196,7 @@ class OnnxRuntimeBackend:
         from bayling_local.backends.hf import Sampler
 
         samplers = [Sampler(config) for _ in prompts]
-        stop_ids = self.info.end_of_generation_ids | set(config.stop_token_ids)
+        stop_ids = stop_token_set(self.info, config)
         budget = max(0, min(config.max_tokens, self.info.context_length - max(len(p) for p in prompts)))
         if budget == 0:
             return
