@@ -121,11 +121,20 @@ class FidelityReport:
 
 def report_path(artifact: Path) -> Path:
     """`<name>.fidelity.json` beside a GGUF, or inside an ONNX export folder (the `.md` goes with it)."""
-    if artifact.is_dir():
-        return artifact / f"{artifact.name}.fidelity.json"
-    if artifact.suffix == ".onnx":
-        return artifact.parent / f"{artifact.parent.name}.fidelity.json"
+    if artifact.is_dir() or artifact.suffix == ".onnx":
+        folder = artifact if artifact.is_dir() else artifact.parent
+        return folder / f"{display_name(artifact)}.fidelity.json"
     return artifact.with_name(f"{artifact.stem}.fidelity.json")
+
+
+def display_name(artifact: Path) -> str:
+    """A GGUF's file name; an ONNX export's folder name, or its store entry's name when it is one."""
+    if not (artifact.is_dir() or artifact.suffix == ".onnx"):
+        return artifact.name
+    from bayling_local.store import MANIFEST_NAME
+
+    folder = artifact if artifact.is_dir() else artifact.parent
+    return folder.parent.name if (folder.parent / MANIFEST_NAME).is_file() else folder.name
 
 
 # --- the text set -----------------------------------------------------------------------------------
@@ -303,6 +312,9 @@ def verify(
 
     scored = {code: lines[:scored_sentences] for code, lines in tokenization_texts.items()}
     ids_by_language = {code: [_ids(tokenizer, line) for line in lines] for code, lines in scored.items()}
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # the report is the output; no loading bars in it
     model = AutoModelForCausalLM.from_pretrained(reference, dtype="float32").eval()
     full_precision = _full_precision(artifact) or (_full_precision(Path(baseline)) if baseline else None)
     report = FidelityReport(
@@ -368,7 +380,7 @@ def _describe(source, texts: dict[str, list[str]]) -> str:
 
 
 def render_markdown(report: FidelityReport) -> str:
-    lines = [f"# Fidelity of {Path(report.artifact).name}", "",
+    lines = [f"# Fidelity of {display_name(Path(report.artifact))}", "",
              f"Reference: `{report.reference}`; texts: {report.texts}; {report.tool}, {report.created}.", ""]
     if report.tokenization:
         t = report.tokenization
@@ -384,7 +396,7 @@ def render_markdown(report: FidelityReport) -> str:
             lines += ["llama.cpp's tokenizer differs most in: " + ", ".join(f"{c} ({n})" for c, n in worst), ""]
     if report.logits:
         g = report.logits
-        lines += [f"## Logits of {Path(g.artifact).name} ({g.runtime}) against transformers", "",
+        lines += [f"## Logits of {display_name(Path(g.artifact))} ({g.runtime}) against transformers", "",
                   "| texts | positions | max abs diff | mean abs diff | top-1 agreement | KV cache |",
                   "| --- | --- | --- | --- | --- | --- |",
                   f"| {g.texts} | {g.positions} | {g.max_abs_diff:.2e} | {g.mean_abs_diff:.2e} | {g.top1_agreement:.2%} | {g.kv_cache} |", ""]
@@ -394,7 +406,7 @@ def render_markdown(report: FidelityReport) -> str:
                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for q in report.quants:
             worst_code, worst = max(q.per_language.items(), key=lambda kv: kv[1]["kl_divergence"], default=("-", {"kl_divergence": 0}))
-            lines.append(f"| {Path(q.path).name} | {q.runtime} | {q.quant} | {q.size / 1e6:.1f} MB | {q.bits_per_weight:.2f} | "
+            lines.append(f"| {display_name(Path(q.path))} | {q.runtime} | {q.quant} | {q.size / 1e6:.1f} MB | {q.bits_per_weight:.2f} | "
                          f"{q.kl_divergence:.4f} | {q.top1_agreement:.2%} | {worst_code} ({worst['kl_divergence']:.4f}) |")
         lines.append("")
     return "\n".join(lines)
