@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import random
 import threading
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from bayling_local.backends.base import (
     resolve_context_length,
 )
 from bayling_local.backends.decoding import TextAssembler, prompt_token_ids, stop_token_set
+from bayling_local.backends.sampling import Sampler
 from bayling_local.errors import (
     BackendUnavailableError,
     ContextOverflowError,
@@ -45,8 +45,6 @@ SUPPORTED_CLASS = "LlamaForCausalLM"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
 """What a decoder shows for an incomplete UTF-8 sequence; held back until the next token completes it."""
-REPEAT_PENALTY_WINDOW = 64
-"""Tokens the repeat penalty looks back over: llama-cpp-python's default (`last_n_tokens_size`)."""
 
 # Errors transformers, safetensors and tokenizers raise for a file they cannot read.
 _LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError)
@@ -409,56 +407,3 @@ def _one_line(exc: BaseException) -> str:
 
 
 # Decoding
-
-
-class Sampler:
-    """Picks the next token from logits: greedy at temperature 0, else top-k, top-p, then temperature.
-
-    The order is llama.cpp's sampler chain (penalties, top-k, top-p, temperature), so a config gives the
-    same distribution on both backends; transformers' `generate` applies the temperature first. Works on
-    the CPU in float32 with its own seeded generator: the same seed gives the same tokens on any device.
-    """
-
-    def __init__(self, config: GenerationConfig):
-        self.config = config
-        seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**63)
-        self._generator = torch.Generator().manual_seed(seed)
-
-    def pick(self, logits: torch.Tensor, history: Sequence[int]) -> int:
-        logits = logits.detach().float().cpu().clone()
-        recent = history[-REPEAT_PENALTY_WINDOW:]
-        logits = apply_repeat_penalty(logits, recent, self.config.repeat_penalty)
-        if self.config.temperature <= 0:
-            return int(torch.argmax(logits))
-        candidates, token_ids = top_k_sorted(logits, self.config.top_k)
-        candidates = keep_top_p(candidates, self.config.top_p)
-        probs = torch.softmax(candidates / self.config.temperature, dim=-1)
-        return int(token_ids[torch.multinomial(probs, 1, generator=self._generator)])
-
-
-def apply_repeat_penalty(logits: torch.Tensor, history: Sequence[int], penalty: float) -> torch.Tensor:
-    """CTRL's penalty (Keskar et al. 2019) on every token in `history`; 1.0 is off."""
-    if penalty == 1.0 or not history:
-        return logits
-    seen = torch.tensor(sorted({t for t in history if 0 <= t < logits.shape[-1]}), dtype=torch.long)
-    scores = logits[seen]
-    logits[seen] = torch.where(scores < 0, scores * penalty, scores / penalty)
-    return logits
-
-
-def top_k_sorted(logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The `top_k` best logits (all when top_k <= 0), best first, with their token ids."""
-    if 0 < top_k < logits.shape[-1]:
-        return torch.topk(logits, top_k, sorted=True)
-    return torch.sort(logits, descending=True)
-
-
-def keep_top_p(sorted_logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Of logits sorted best first, keep those whose probabilities first add up to `top_p` (at least one)."""
-    if top_p >= 1.0:
-        return sorted_logits
-    probs = torch.softmax(sorted_logits, dim=-1)
-    mass_before = torch.cumsum(probs, dim=-1) - probs
-    drop = mass_before >= top_p
-    drop[0] = False
-    return sorted_logits.masked_fill(drop, float("-inf"))

@@ -191,9 +191,7 @@ class OnnxRuntimeBackend:
         lets a caller end a sequence early (stop strings); the loop ends when all are finished or the
         token budget is spent.
         """
-        import torch
-
-        from bayling_local.backends.hf import Sampler
+        from bayling_local.backends.sampling import Sampler
 
         samplers = [Sampler(config) for _ in prompts]
         stop_ids = stop_token_set(self.info, config)
@@ -216,7 +214,7 @@ class OnnxRuntimeBackend:
                     done[i] = True
                     step.append(None)
                     continue
-                token = sampler.pick(torch.from_numpy(logits[i]), histories[i])
+                token = sampler.pick(logits[i], histories[i])
                 if token in stop_ids:
                     done[i] = True
                     step.append(None)
