@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
 from bayling_local.errors import TemplateError, UnknownChatFormatError
@@ -169,6 +170,21 @@ def _compile_template(template: str):
         return env.from_string(template)
     except jinja2.TemplateSyntaxError as error:
         raise TemplateError(f"the model's chat template is not valid Jinja: {error}") from error
+
+
+def folder_chat_template(folder: Path) -> str | None:
+    """The chat template a checkpoint or tokenizer folder carries: `chat_template.jinja` (transformers
+    5 writes it there), else `tokenizer_config.json`'s `chat_template`."""
+    import json
+
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text("utf-8")
+    tokenizer_config = folder / "tokenizer_config.json"
+    if not tokenizer_config.is_file():
+        return None
+    template = json.loads(tokenizer_config.read_text("utf-8")).get("chat_template")
+    return template if isinstance(template, str) else None
 
 
 def detect_chat_format(template: str | None) -> str:

@@ -33,7 +33,7 @@ from bayling_local.errors import (
     UnknownChatFormatError,
 )
 from bayling_local.gguf_header import read_gguf_header
-from bayling_local.prompts import CHAT_FORMAT_IDS, detect_chat_format
+from bayling_local.prompts import CHAT_FORMAT_IDS, detect_chat_format, folder_chat_template
 
 MANIFEST_NAME = "manifest.json"
 _NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
@@ -45,7 +45,6 @@ FOLDER_FILE_PATTERNS = {"hf": HF_FILE_PATTERNS, "onnx": ONNX_FILE_PATTERNS}
 """What a folder artifact of each format keeps when it is copied into the store."""
 FOLDER_ARTIFACT = {"hf": "checkpoint", "onnx": "onnx"}
 """The folder's name inside its store entry."""
-ONNX_EXPORT_FORMAT = "bayling-onnx-decoder"
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 
@@ -274,7 +273,7 @@ def _describe_hf_folder(source: Path, name: str, chat_format: str | None) -> Man
             "to safetensors first)"
         )
     return _folder_manifest(
-        source, name, "hf", _chat_format(chat_format, name, _folder_chat_template(source)),
+        source, name, "hf", _chat_format(chat_format, name, folder_chat_template(source)),
         architecture=str(config.get("model_type", "unknown")),
         quant=str(config.get("torch_dtype") or config.get("dtype") or "unknown"),
         context_length=int(config.get("max_position_embeddings", 0)),
@@ -283,14 +282,9 @@ def _describe_hf_folder(source: Path, name: str, chat_format: str | None) -> Man
 
 def _describe_onnx_folder(source: Path, name: str, chat_format: str | None) -> Manifest:
     """An export written by `convert/onnx.py`, checked as the ONNX Runtime backend will read it."""
-    from bayling_local.backends.onnxrt import CONFIG_FILE, TOKENIZER_FILES, _read_config
+    from bayling_local.backends.onnxrt import TOKENIZER_FILES, read_export_config
 
-    config = _read_config(source)  # present, readable, the format version this bayling-local runs
-    if config.get("format") != ONNX_EXPORT_FORMAT:
-        raise InvalidModelFileError(
-            f"{source / CONFIG_FILE} says format '{config.get('format')}', not '{ONNX_EXPORT_FORMAT}'; "
-            "export the model with `bayling-local convert CHECKPOINT --to onnx`"
-        )
+    config = read_export_config(source)  # present, readable, the format and version this bayling-local runs
     model_file = str(config.get("model_file") or "model.onnx")
     if not (source / model_file).is_file():
         raise InvalidModelFileError(f"{source} has no {model_file}; copy the whole export folder, or export it again")
@@ -299,7 +293,7 @@ def _describe_onnx_folder(source: Path, name: str, chat_format: str | None) -> M
             f"{source} has no tokenizer ({' or '.join(TOKENIZER_FILES)}); copy the tokenizer files beside {model_file}"
         )
     carried = config.get("chat_template")
-    template = carried if isinstance(carried, str) else _folder_chat_template(source)
+    template = carried if isinstance(carried, str) else folder_chat_template(source)
     return _folder_manifest(
         source, name, "onnx", _chat_format(chat_format, name, template),
         architecture=str(config.get("architecture", "llama")),
@@ -334,17 +328,6 @@ def _known_chat_format(explicit: str | None) -> str | None:
     if explicit and explicit not in CHAT_FORMAT_IDS:
         raise UnknownChatFormatError(f"unknown chat format '{explicit}'; choose one of: {', '.join(CHAT_FORMAT_IDS)}")
     return explicit
-
-
-def _folder_chat_template(source: Path) -> str | None:
-    """The chat template a tokenizer folder carries (chat_template.jinja wins over tokenizer_config.json)."""
-    if (source / "chat_template.jinja").is_file():
-        return (source / "chat_template.jinja").read_text("utf-8")
-    tokenizer_config = source / "tokenizer_config.json"
-    if not tokenizer_config.is_file():
-        return None
-    template = json.loads(tokenizer_config.read_text("utf-8")).get("chat_template")
-    return template if isinstance(template, str) else None
 
 
 def _folder_files(source: Path, artifact_format: str) -> list[Path]:

@@ -117,7 +117,7 @@ def build_artifact(artifact: Artifact, checkpoint: Path, work: Path) -> Path:
     """The artifact's path in `work`, exported or converted first unless a complete one is there."""
     path = artifact.path(work)
     if artifact.runtime == "onnx":
-        if _onnx_format_version(path) != _onnx_reader_version():
+        if not _readable_export(path):
             _progress(f"exporting {artifact.label} to {path}")
             from bayling_local.convert import to_onnx
 
@@ -142,17 +142,15 @@ def _f32_gguf(checkpoint: Path, work: Path) -> Path:
     return path
 
 
-def _onnx_format_version(folder: Path) -> int | None:
+def _readable_export(folder: Path) -> bool:
+    """Whether `folder` holds an export this bayling-local reads (else it is exported again)."""
+    from bayling_local.backends.onnxrt import read_export_config
+
     try:
-        return json.loads((folder / "bayling_onnx.json").read_text("utf-8")).get("format_version")
-    except (OSError, ValueError):
-        return None
-
-
-def _onnx_reader_version() -> int:
-    from bayling_local.backends.onnxrt import FORMAT_VERSION
-
-    return FORMAT_VERSION
+        read_export_config(folder)
+    except BaylingError:
+        return False
+    return True
 
 
 def artifact_size(path: Path) -> int:

@@ -23,7 +23,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from bayling_local.backends.onnxrt import CONFIG_FILE, FORMAT_NAME, FORMAT_VERSION
 from bayling_local.errors import InvalidModelFileError, UsageError
+from bayling_local.prompts import folder_chat_template
 
 ONNX_QUANTS = ("fp32", "fp16", "int8", "int4")
 QUANT_ALIASES = {"f32": "fp32", "f16": "fp16"}
@@ -31,7 +33,6 @@ QUANT_ALIASES = {"f32": "fp32", "f16": "fp16"}
 BLOCK_SIZES = (32, 64, 128)
 OPSET = 17
 MODEL_FILE = "model.onnx"
-CONFIG_FILE = "bayling_onnx.json"
 EXTERNAL_DATA_LIMIT = 1_800_000_000
 """Bytes of weights above which they go to `model.onnx.data` (protobuf caps one message at 2 GB)."""
 INT4_ACCURACY_LEVEL = 4
@@ -453,14 +454,8 @@ def _write_config(folder: Path, model, shape: LlamaShape, quant: str, block_size
     eos = model.config.eos_token_id
     eos_ids = sorted({*(eos if isinstance(eos, list) else [eos] if eos is not None else []),
                       *_as_list(getattr(generation, "eos_token_id", None))})
-    template = None
-    tokenizer_config = folder / "tokenizer_config.json"
-    if tokenizer_config.is_file():
-        template = json.loads(tokenizer_config.read_text("utf-8")).get("chat_template")
-    if template is None and (folder / "chat_template.jinja").is_file():
-        template = (folder / "chat_template.jinja").read_text("utf-8")
     config = {
-        "format": "bayling-onnx-decoder", "format_version": 2,
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
         "architecture": "llama", "model_file": MODEL_FILE,
         "layers": shape.layers, "hidden_size": shape.hidden, "num_attention_heads": shape.heads,
         "num_key_value_heads": shape.kv_heads, "head_dim": shape.head_dim, "vocab_size": shape.vocab,
@@ -475,7 +470,7 @@ def _write_config(folder: Path, model, shape: LlamaShape, quant: str, block_size
         "export_device": export_device,
         "block_size": block_size if quant in ("int4", "int8") else None,
         "bos_token_id": model.config.bos_token_id, "eos_token_ids": eos_ids,
-        "chat_template": template,
+        "chat_template": folder_chat_template(folder),
         "provenance": {"checkpoint": str(checkpoint.resolve()), "exporter": "bayling-local convert/onnx.py",
                        "opset": OPSET, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     }

@@ -139,7 +139,7 @@ def _artifact_name(name: str | None, folder: Path, quant: str) -> str:
 def resolve_chat_format(explicit: str | None, name: str, folder: Path, model: Checkpoint) -> str:
     """The chat format id: as given, else the catalog's for this model, else detected from the template."""
     from bayling_local.catalog import CATALOG, catalog_entry
-    from bayling_local.prompts import CHAT_FORMAT_IDS, detect_chat_format
+    from bayling_local.prompts import CHAT_FORMAT_IDS, detect_chat_format, folder_chat_template
 
     if explicit:
         if explicit not in CHAT_FORMAT_IDS:
@@ -151,20 +151,7 @@ def resolve_chat_format(explicit: str | None, name: str, folder: Path, model: Ch
     )
     if entry:
         return entry.chat_format
-    return detect_chat_format(_checkpoint_template(folder))
-
-
-def _checkpoint_template(folder: Path) -> str | None:
-    import json
-
-    jinja = folder / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text("utf-8")
-    config = folder / "tokenizer_config.json"
-    if config.is_file():
-        template = json.loads(config.read_text("utf-8")).get("chat_template")
-        return template if isinstance(template, str) else None
-    return None
+    return detect_chat_format(folder_chat_template(folder))
 
 
 def end_of_turn_token(format_id: str) -> str | None:

@@ -244,13 +244,9 @@ def _onnx_folder(path: Path) -> Path:
 def _precision(path: Path) -> str:
     """The GGUF's file type (Q4_K_M, F16, ...) or the ONNX export's precision (int4, fp32, ...)."""
     if _runtime(path) == "onnxruntime":
-        from bayling_local.backends.onnxrt import CONFIG_FILE
+        from bayling_local.backends.onnxrt import read_export_config
 
-        config_path = _onnx_folder(path) / CONFIG_FILE
-        try:
-            return str(json.loads(config_path.read_text("utf-8"))["precision"])
-        except (OSError, ValueError, KeyError) as error:
-            raise UsageError(f"{config_path} is missing or unreadable ({error}); re-export the model") from error
+        return str(read_export_config(_onnx_folder(path)).get("precision", "unknown"))
     from bayling_local.gguf_header import read_gguf_header
 
     return read_gguf_header(path).quant

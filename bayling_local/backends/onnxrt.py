@@ -37,6 +37,8 @@ from bayling_local.errors import (
 )
 
 CONFIG_FILE = "bayling_onnx.json"
+FORMAT_NAME = "bayling-onnx-decoder"
+"""`format` in CONFIG_FILE: what `convert/onnx.py` writes and this backend reads."""
 FORMAT_VERSION = 2
 """Version 2: GroupQueryAttention graph with an in-place cache and `num_logits_to_keep` (version 1 had
 unfused attention and a growing cache)."""
@@ -98,7 +100,7 @@ class OnnxRuntimeBackend:
         import onnxruntime
 
         folder, model_file = _find_model(Path(path))
-        config = _read_config(folder)
+        config = read_export_config(folder)
         tokenizer = _load_tokenizer(folder)
         device, providers = select_provider(options.device, onnxruntime.get_available_providers())
         if device == "cuda" and config.get("kv_dtype") != "float16":
@@ -195,20 +197,25 @@ class OnnxRuntimeBackend:
 
         samplers = [Sampler(config) for _ in prompts]
         stop_ids = stop_token_set(self.info, config)
-        budget = max(0, min(config.max_tokens, self.info.context_length - max(len(p) for p in prompts)))
-        if budget == 0:
+        budget = min(config.max_tokens, self.info.context_length - max(len(p) for p in prompts))
+        if budget <= 0:
             return
         histories = [list(p) for p in prompts]
         done = [False] * len(prompts)
         lengths = np.array([len(p) for p in prompts], dtype=np.int64)
         cache = self._new_cache(len(prompts), int(lengths.max()) + budget)
         logits = np.stack([self._prefill(cache, row, ids) for row, ids in enumerate(prompts)])
-        step_binding = None
-        for _ in range(budget):
+        step_binding = self._binding(cache, rows=range(len(prompts)))
+        step: list[int | None] = []
+        for index in range(budget):
             if cancel is not None and cancel.is_set():
                 yield None
                 return
-            step: list[int | None] = []
+            if index:  # feed the tokens just picked; each row appends at its own length
+                input_ids = np.array([[t if t is not None else self._pad_id] for t in step], dtype=np.int64)
+                lengths += 1
+                logits = self._run(step_binding, input_ids, _right_padded_mask(lengths), keep=1)[:, -1]
+            step = []
             for i, sampler in enumerate(samplers):
                 if done[i] or (finished is not None and finished[i] is not None):
                     done[i] = True
@@ -224,13 +231,6 @@ class OnnxRuntimeBackend:
             yield step
             if all(done) or (finished is not None and all(f is not None for f in finished)):
                 return
-            if cancel is not None and cancel.is_set():
-                yield None
-                return
-            input_ids = np.array([[t if t is not None else self._pad_id] for t in step], dtype=np.int64)
-            lengths += 1
-            step_binding = step_binding or self._binding(cache, rows=range(len(prompts)))
-            logits = self._run(step_binding, input_ids, _right_padded_mask(lengths), keep=1)[:, -1]
 
     def _new_cache(self, batch: int, capacity: int) -> _KVCache:
         dtype = np.float16 if self._config.get("kv_dtype") == "float16" else np.float32
@@ -356,7 +356,9 @@ def _find_model(path: Path) -> tuple[Path, Path]:
     return path.parent, path
 
 
-def _read_config(folder: Path) -> dict:
+def read_export_config(folder: Path) -> dict:
+    """`bayling_onnx.json` of an export folder, checked: readable, its format and version the ones this
+    bayling-local writes, the dimensions the backend needs present."""
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise InvalidModelFileError(
@@ -366,6 +368,12 @@ def _read_config(folder: Path) -> dict:
         config = json.loads(config_path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidModelFileError(f"{config_path} is not readable JSON: {exc}") from exc
+    if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
+        found = config.get("format") if isinstance(config, dict) else None
+        raise InvalidModelFileError(
+            f"{config_path} says format '{found}', not '{FORMAT_NAME}'; "
+            "export the model with `bayling-local convert CHECKPOINT --to onnx`"
+        )
     required = ("layers", "num_key_value_heads", "head_dim", "vocab_size")
     missing = [k for k in required if not isinstance(config.get(k), int)]
     if missing:

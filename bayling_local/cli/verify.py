@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -47,13 +46,14 @@ def verify(
 
 
 def _artifact_path(artifact: str) -> Path:
+    from bayling_local.backends.onnxrt import CONFIG_FILE
     from bayling_local.errors import UsageError
 
     path = Path(artifact).expanduser()
-    if path.is_file() or (path / "bayling_onnx.json").is_file():
+    if path.is_file() or (path / CONFIG_FILE).is_file():
         return path
     if path.is_dir():
-        raise UsageError(f"{path} is a folder without bayling_onnx.json; verify checks GGUF files and ONNX exports")
+        raise UsageError(f"{path} is a folder without {CONFIG_FILE}; verify checks GGUF files and ONNX exports")
     from bayling_local.store import get_model
 
     stored = get_model(artifact)
@@ -75,12 +75,11 @@ def _reference(path: Path, reference: str | None) -> Path:
 
 def _recorded_source(path: Path) -> str | None:
     """The checkpoint folder the converter recorded in the artifact, if any."""
-    folder = path if path.is_dir() else path.parent
     if path.is_dir() or path.suffix == ".onnx":
-        try:
-            return json.loads((folder / "bayling_onnx.json").read_text("utf-8"))["provenance"]["checkpoint"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        from bayling_local.backends.onnxrt import read_export_config
+
+        provenance = read_export_config(path if path.is_dir() else path.parent).get("provenance")
+        return provenance.get("checkpoint") if isinstance(provenance, dict) else None
     from bayling_local.gguf_header import read_gguf_header
 
     source = read_gguf_header(path).metadata.get("general.source.url")
