@@ -5,7 +5,25 @@ from __future__ import annotations
 import functools
 import importlib.util
 import platform
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+
+# The x86 instruction sets that change which kernels llama.cpp and ONNX Runtime run: int8 dot products
+# without VNNI go through VPMADDUBSW, which saturates; llama.cpp repacks weights differently per class.
+# (name shown, /proc/cpuinfo flag, macOS sysctl feature name)
+X86_INSTRUCTION_SETS = (
+    ("AVX2", "avx2", "AVX2"),
+    ("FMA", "fma", "FMA"),
+    ("F16C", "f16c", "F16C"),
+    ("AVX-VNNI", "avx_vnni", "AVXVNNI"),
+    ("AVX-512F", "avx512f", "AVX512F"),
+    ("AVX-512BW", "avx512bw", "AVX512BW"),
+    ("AVX-512VNNI", "avx512_vnni", "AVX512VNNI"),
+    ("AVX-512BF16", "avx512_bf16", "AVX512BF16"),
+    ("AMX-INT8", "amx_int8", "AMXINT8"),
+    ("AMX-BF16", "amx_bf16", "AMXBF16"),
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -34,6 +52,49 @@ def llama_cpp_has_amx() -> bool:
     import llama_cpp
 
     return "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_instruction_sets() -> tuple[str, ...]:
+    """The SIMD instruction sets of this CPU that our backends' kernels depend on, e.g.
+    ("AVX2", "FMA", "F16C", "AVX-512F", ...); ("NEON",) on ARM; () when they cannot be read."""
+    machine = platform.machine().lower()
+    if machine in ("arm64", "aarch64"):
+        return ("NEON",)
+    flags = _cpu_flags()
+    return tuple(name for name, linux, darwin in X86_INSTRUCTION_SETS if linux in flags or darwin in flags)
+
+
+def describe_instruction_sets(found: tuple[str, ...] | None = None) -> str:
+    """One phrase for hardware lines: "AVX2 FMA F16C AVX-512F ...; no VNNI, no AMX" (this CPU's sets
+    unless `found` gives a recorded machine's)."""
+    found = cpu_instruction_sets() if found is None else tuple(found)
+    if not found:
+        return "instruction sets unknown"
+    missing = [
+        label for label, names in (("AVX-512", ("AVX-512F",)), ("VNNI", ("AVX-VNNI", "AVX-512VNNI")), ("AMX", ("AMX-INT8",)))
+        if not any(name in found for name in names)
+    ]
+    return " ".join(found) + ("; no " + ", no ".join(missing) if missing and found != ("NEON",) else "")
+
+
+def _cpu_flags() -> set[str]:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("flags") and ":" in line:
+                return set(line.split(":", 1)[1].split())
+        return set()
+    if sys.platform == "darwin":
+        import subprocess
+
+        try:
+            out = subprocess.run(["sysctl", "-n", "machdep.cpu.features", "machdep.cpu.leaf7_features"],
+                                 capture_output=True, text=True, timeout=5, check=False).stdout
+        except (OSError, subprocess.SubprocessError):
+            return set()
+        return set(out.replace("\n", " ").split())
+    return set()
 
 
 @dataclass(frozen=True)

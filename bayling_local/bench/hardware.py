@@ -22,17 +22,24 @@ class HardwareInfo:
     gpus: tuple[str, ...]
     system: str
     python: str
+    instruction_sets: tuple[str, ...] = ()
+    """SIMD sets the kernels depend on (AVX2, AVX-512F, AVX-512VNNI, AMX-INT8, ...): results from one
+    CPU class do not stand for another."""
 
     def describe(self) -> str:
         """One line for report headers."""
+        from bayling_local.backends.device import describe_instruction_sets
+
         cores = f"{self.physical_cores or '?'} cores / {self.logical_cores or '?'} threads"
         ram = f"{self.ram_bytes / 2**30:.1f} GiB RAM" if self.ram_bytes else "RAM unknown"
         gpus = "; GPU: " + ", ".join(self.gpus) if self.gpus else ""
-        return f"{self.cpu} ({cores}), {ram}{gpus}; {self.system}, Python {self.python}"
+        return f"{self.cpu} [{describe_instruction_sets(self.instruction_sets)}] ({cores}), {ram}{gpus}; {self.system}, Python {self.python}"
 
 
 def detect_hardware() -> HardwareInfo:
     import psutil
+
+    from bayling_local.backends.device import cpu_instruction_sets
 
     return HardwareInfo(
         cpu=cpu_model(),
@@ -42,6 +49,7 @@ def detect_hardware() -> HardwareInfo:
         gpus=gpu_names(),
         system=f"{platform.system()} {platform.release()} {platform.machine()}",
         python=platform.python_version(),
+        instruction_sets=cpu_instruction_sets(),
     )
 
 
