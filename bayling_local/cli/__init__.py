@@ -1,7 +1,8 @@
 """The `bayling-local` command: one small module per verb, one error layer (`main`).
 
-Verb modules import only typer and our light modules at start-up; each verb imports the heavy
-runtime it needs when it runs, so `bayling-local --help` stays instant.
+Verbs are registered by name and import path (`VERBS`): printing the root `--help` imports none of them,
+only typer; a verb's module is imported when it runs or shows its own help, and each verb imports the heavy
+runtime it needs when it runs.
 """
 
 from __future__ import annotations
@@ -11,27 +12,72 @@ import sys
 import typer
 
 from bayling_local import __version__
-from bayling_local.cli import bench, chat, convert, doctor, generate, languages, models, train, translate, tui, verify
+from bayling_local.cli.lazy import LazyVerbGroup, Verb
+
+VERBS = (
+    Verb("chat", "bayling_local.cli.chat:chat", "Chat with a model, streaming each answer as it is written."),
+    Verb(
+        "translate",
+        "bayling_local.cli.translate:translate",
+        "Translate TEXT (or each stdin line, or a file with -i) into every --to language.",
+    ),
+    Verb(
+        "generate",
+        "bayling_local.cli.generate:generate",
+        "Continue PROMPT as raw text; only the model's own end-of-text tokens stop it.",
+    ),
+    Verb(
+        "languages",
+        "bayling_local.cli.languages:languages",
+        "List languages; with QUERY, every row it could mean (the default variant first).",
+    ),
+    Verb(
+        "doctor", "bayling_local.cli.doctor:doctor", "Report backends, devices, the model store and the default model."
+    ),
+    Verb(
+        "convert",
+        "bayling_local.cli.convert:convert",
+        "Convert CHECKPOINT to a GGUF or ONNX; the result is imported into the model store unless --out is given.",
+    ),
+    Verb(
+        "verify",
+        "bayling_local.cli.verify:verify",
+        "Check tokenization, logits and quantization loss of ARTIFACT; writes JSON and Markdown beside it.",
+    ),
+    Verb(
+        "tui",
+        "bayling_local.cli.tui:tui",
+        "Open the terminal UI: chat (F1), translate (F2), bench (F3), models (F4); ctrl+p lists every action.",
+    ),
+    Verb("models", "bayling_local.cli.models:app", "Manage the local model store ($BAYLING_HOME/models)."),
+    Verb("train", "bayling_local.cli.train:app", "Language-alignment data and DeepSpeed instruction tuning."),
+    Verb(
+        "bench",
+        "bayling_local.cli.bench:app",
+        "Benchmarks: speed (tokens/s, memory), translation (BLEU, chrF++), multiple choice, reports.",
+    ),
+)
+"""Every verb, in the order the root help lists them; each summary is the first paragraph of the verb's own
+help (tests/test_cli.py checks they agree)."""
+
+
+class RootGroup(LazyVerbGroup):
+    verbs = VERBS
+
 
 app = typer.Typer(
     name="bayling-local",
     help="Offline multilingual LLMs: chat, translate and manage models (BayLing and friends). "
     "Add --debug anywhere to see tracebacks.",
+    cls=RootGroup,
+    # Plain click help for the root: typer's rich help imports rich and markdown-it and builds every verb
+    # to list it, which took longer than importing the CLI (benchmarks/startup.py). Each verb keeps typer's
+    # rich help for its own `--help`.
+    rich_markup_mode=None,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command()(chat.chat)
-app.command()(translate.translate)
-app.command()(generate.generate)
-app.command()(languages.languages)
-app.command()(doctor.doctor)
-app.command()(convert.convert)
-app.command()(verify.verify)
-app.command()(tui.tui)
-app.add_typer(models.app, name="models")
-app.add_typer(train.app, name="train")
-app.add_typer(bench.app, name="bench")
 
 
 def _version(value: bool) -> None:
@@ -63,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         return result if isinstance(result, int) else 0
     except typer.Exit as done:
         return done.exit_code
-    except getattr(click, "NoArgsIsHelpError", ()):
-        return 0  # the help was printed
+    except getattr(click, "NoArgsIsHelpError", ()) as shown:
+        if shown.format_message():  # plain help comes back as the message; rich help was printed already
+            print(shown.format_message())
+        return 0
     except click.ClickException as error:
         return _fail(error.format_message(), error.exit_code, debug)
     except (typer.Abort, KeyboardInterrupt):

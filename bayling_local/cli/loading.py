@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from bayling_local.cli.options import load_options
-from bayling_local.model import Model, open_model
+
+if TYPE_CHECKING:
+    from bayling_local.model import Model
 
 
 def open_model_for_cli(
     model: str | None, device: str, threads: int | None, context: int | None, chat_format: str | None
 ) -> Model:
+    # imported here: a verb's `--help` and its usage errors need neither the model API nor the store
+    from bayling_local.model import open_model
+
     options = load_options(device, threads, context)
     if not sys.stderr.isatty():
         return open_model(model, options=options, chat_format=chat_format)
