@@ -146,6 +146,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--messages", type=int, default=1000)
     args = parser.parse_args()
+    from bayling_local.bench.hardware import detect_hardware
+
+    print(f"hardware: {detect_hardware().describe()}")
     conversation_id = seed_conversation(args.messages)
     runs = [asyncio.run(in_process(conversation_id)) for _ in range(args.runs)]
     report("import bayling_local.tui.app (cold, first run)", [runs[0]["import"]])

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests.processes import run_captured
 
 # Every test (and every CLI subprocess) gets a store of its own, never the user's ~/.cache.
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="bayling-test-home-"))
@@ -34,13 +35,15 @@ def smollm2():
     model.close()
 
 
-def run_cli(*args: str, stdin: bytes | str | None = None, env: dict | None = None, timeout: float = 180):
-    """Run `bayling-local ARGS` in a subprocess, as a user would; returns CompletedProcess (bytes)."""
+def run_cli(*args: str, stdin: bytes | str | None = None, env: dict | None = None, timeout: float = 300):
+    """Run `bayling-local ARGS` in a subprocess, as a user would; returns CompletedProcess (bytes).
+
+    The timeout is a hang detector: a CLI step with the bundled model takes seconds; 300 s leaves room
+    for a loaded 2-core CI machine, and a timeout shows what the process printed."""
     data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
-    return subprocess.run(
+    return run_captured(
         [sys.executable, "-m", "bayling_local", *args],
         input=data if data is not None else b"",
-        capture_output=True,
         env={**os.environ, **(env or {})},
         timeout=timeout,
     )

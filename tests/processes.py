@@ -1,0 +1,27 @@
+"""Subprocesses in tests: generous timeouts, and a timeout that shows what the process printed."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+
+def tail_of(output: bytes | str | None, lines: int = 40) -> str:
+    if output is None:
+        return ""
+    text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def run_captured(args: list[str], *, timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """`subprocess.run(args, capture_output=True, ...)`; a timeout fails the test with the tails of the
+    process's stdout and stderr, so a slow machine and a hang can be told apart."""
+    try:
+        return subprocess.run(args, capture_output=True, timeout=timeout, check=False, **kwargs)
+    except subprocess.TimeoutExpired as expired:
+        pytest.fail(
+            f"{' '.join(map(str, args[:6]))} ... did not finish in {timeout:.0f} s\n"
+            f"--- stdout (tail) ---\n{tail_of(expired.stdout)}\n--- stderr (tail) ---\n{tail_of(expired.stderr)}",
+            pytrace=False,
+        )
