@@ -2,8 +2,9 @@
 `bayling-local convert` and llama.cpp, launch commands, and bad input.
 
 The tiny run (training/recipes/tiny-cpu.yaml: 2 layers x 64 hidden, Llama-3 vocabulary, ZeRO-3,
-bf16, 30 steps) is trained once per module and shared. The first DeepSpeed start on a machine
-compiles a C++ op into $TORCH_EXTENSIONS_DIR (about 1-2.5 minutes); later starts reuse it.
+fp32, 30 steps) is trained once per module and shared; the two-process runs train in bf16 with a
+2,000-token vocabulary. Nothing is compiled: on CPU, DeepSpeed all-reduces through gloo instead of
+building its shared-memory op (training/trainer.py), so a fresh machine starts as fast as a warm one.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def tiny_run(tmp_path_factory, llama3_dir) -> TinyRun:
     tmp = tmp_path_factory.mktemp("tiny")
     recipe = tiny_recipe(tmp, llama3_dir)
     path = write_recipe(tmp / "recipe.yaml", recipe)
-    built = run_cli("train", "data", "build", str(path), timeout=120)
+    built = run_cli("train", "data", "build", str(path), timeout=180)
     assert built.returncode == 0, tail(built)
     done = run_module(str(path))
     assert done.returncode == 0, tail(done)
@@ -175,11 +176,11 @@ def llama2_style_dir(tmp_path_factory) -> Path:
 def test_two_process_run_trains_and_saves_a_whole_model(preset, tmp_path, llama2_style_dir):
     recipe = tiny_recipe(
         tmp_path, llama2_style_dir, chat_format="bayling-2", deepspeed=preset, max_length=256, max_steps=4,
-        save_steps=2, eval_steps=2, gradient_checkpointing=preset == "zero3",
+        save_steps=2, eval_steps=2, gradient_checkpointing=preset == "zero3", bf16=True,
     )
     path = write_recipe(tmp_path / "recipe.yaml", recipe)
-    assert run_cli("train", "data", "build", str(path), timeout=120).returncode == 0
-    done = run_cli("train", "sft", str(path), "--gpus", "2", timeout=420)
+    assert run_cli("train", "data", "build", str(path), timeout=180).returncode == 0
+    done = run_cli("train", "sft", str(path), "--gpus", "2")
     assert done.returncode == 0, tail(done)
     assert "torch.distributed.run --nproc_per_node 2" in done.stderr
     shards = sorted(p.name for p in (tmp_path / "run" / "checkpoint-4" / "global_step4").iterdir())
@@ -213,7 +214,7 @@ def test_gpus_alone_launch_torchrun_and_nothing_runs_in_process():
 
 def test_cli_prints_the_launch_command(tmp_path, llama2_style_dir):
     path = write_recipe(tmp_path / "recipe.yaml", tiny_recipe(tmp_path, llama2_style_dir))
-    done = run_cli("train", "sft", str(path), "--hostfile", "hosts.txt", "--print-command", timeout=60)
+    done = run_cli("train", "sft", str(path), "--hostfile", "hosts.txt", "--print-command", timeout=180)
     assert done.returncode == 0, done.stderr
     assert "deepspeed.launcher.runner --hostfile hosts.txt --module bayling_local.training.sft" in done.stdout
 
@@ -241,7 +242,7 @@ def _one_error_line(done) -> str:
 def test_typo_in_a_train_key_gives_one_line(tmp_path, llama2_style_dir):
     recipe = tiny_recipe(tmp_path, llama2_style_dir)
     recipe["train"]["learnig_rate"] = 1e-4
-    done = run_cli("train", "sft", str(write_recipe(tmp_path / "r.yaml", recipe)), timeout=60)
+    done = run_cli("train", "sft", str(write_recipe(tmp_path / "r.yaml", recipe)), timeout=180)
     assert "unknown key 'train.learnig_rate'; did you mean 'learning_rate'?" in _one_error_line(done)
 
 
@@ -250,7 +251,7 @@ def test_training_line_without_messages_gives_one_line(tmp_path, llama2_style_di
     data.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
                     '{"text": "no conversation here"}\n', "utf-8")
     recipe = tiny_recipe(tmp_path, llama2_style_dir, chat_format="bayling-2", data=[str(data)])
-    done = run_cli("train", "sft", str(write_recipe(tmp_path / "r.yaml", recipe)), timeout=120)
+    done = run_cli("train", "sft", str(write_recipe(tmp_path / "r.yaml", recipe)), timeout=180)
     assert "train.jsonl:2: no messages" in _one_error_line(done)
 
 
@@ -258,13 +259,13 @@ def test_max_length_smaller_than_the_template_gives_one_line(tmp_path, llama3_di
     data = tmp_path / "train.jsonl"
     data.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n')
     recipe = tiny_recipe(tmp_path, llama3_dir, max_length=16, data=[str(data)])
-    done = run_cli("train", "sft", str(write_recipe(tmp_path / "r.yaml", recipe)), timeout=120)
+    done = run_cli("train", "sft", str(write_recipe(tmp_path / "r.yaml", recipe)), timeout=180)
     line = _one_error_line(done)
     assert "train.max_length (16) is not more than the bayling-3 template itself (32 tokens" in line
 
 
 def test_resume_without_a_checkpoint_and_restart_over_checkpoints_are_refused(tmp_path, llama2_style_dir):
     path = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, llama2_style_dir))
-    assert "no checkpoint in" in _one_error_line(run_module(str(path), "--resume", timeout=60))
+    assert "no checkpoint in" in _one_error_line(run_module(str(path), "--resume", timeout=180))
     (tmp_path / "run" / "checkpoint-10").mkdir(parents=True)
-    assert "pass --resume to continue" in _one_error_line(run_module(str(path), timeout=60))
+    assert "pass --resume to continue" in _one_error_line(run_module(str(path), timeout=180))

@@ -32,6 +32,7 @@ def run_sft(recipe: Recipe, *, resume: bool = False, stop_after: int | None = No
 
     if ds_config is not None:
         parts.ensure_distributed_env()
+    parts.warn_if_bf16_is_emulated(train)
     tokenizer = parts.load_tokenizer(recipe, train)
     chat_format = parts.chat_format_for(train, tokenizer)
     datasets = parts.build_datasets(recipe, train, tokenizer, chat_format)
@@ -39,6 +40,7 @@ def run_sft(recipe: Recipe, *, resume: bool = False, stop_after: int | None = No
     if ds_config is not None:
         import deepspeed
 
+        parts.skip_shared_memory_comm_build_on_cpu()
         deepspeed.init_distributed()  # before the model: ZeRO-3 partitions it as it is built
     model = parts.build_model(recipe, train, tokenizer, _model_dtype(train, ds_config))
     trainer = _trainer(parts, model, args, datasets, tokenizer, output_dir)

@@ -45,6 +45,43 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def skip_shared_memory_comm_build_on_cpu() -> None:
+    """On the CPU accelerator, let DeepSpeed all-reduce through gloo instead of JIT-compiling its
+    shared-memory comm op.
+
+    DeepSpeed's `TorchBackend` (deepspeed/comm/torch.py, `build_shm_op`) compiles `deepspeed_shm_comm`
+    with ninja on every start whose $TORCH_EXTENSIONS_DIR lacks it: 2-6 minutes of a tiny CPU run on a
+    fresh 2-core machine, for an op that only speeds up all-reduce between ranks on one node. Its
+    bf16/fp16 kernels also need AVX-512BW (see the comment there); AVX2-only CPUs are the common case for
+    CPU runs. GPU runs use NCCL and never build it. `build_shm_op` reads `deepspeed.ops.__compatible_ops__`
+    (a dict cached on first access, documented there as the place whose edits persist), so marking the op
+    incompatible is the switch.
+    """
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() != "cpu":
+        return
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def warn_if_bf16_is_emulated(train: TrainConfig) -> None:
+    """bf16 on a CPU without native bf16 (AVX-512 BF16 or AMX) runs through emulated kernels, several
+    times slower than fp32; say so once, since the run still works."""
+    from bayling_local.backends.device import cpu_instruction_sets
+
+    if not train.bf16 or torch.cuda.is_available() or not is_main_process():
+        return
+    native = {"AVX-512BF16", "AMX-BF16", "NEON"} & set(cpu_instruction_sets())
+    if not native:
+        print(
+            "note: train.bf16 on this CPU (no AVX-512 BF16 or AMX) is emulated and several times slower than "
+            "fp32; set train.bf16: false for CPU runs",
+            file=sys.stderr,
+        )
+
+
 def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
