@@ -241,6 +241,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
+    from bayling_local.bench.hardware import detect_hardware
+
+    print(f"hardware: {detect_hardware().describe()}")
     figures = run_size(args) if args.part == "size" else run_imatrix(args)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

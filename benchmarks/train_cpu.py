@@ -140,7 +140,10 @@ def report(run_dir: Path, args: argparse.Namespace, wall: float, peak_rss_mb: fl
     entries = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text("utf-8").splitlines()]
     summary = next(entry for entry in reversed(entries) if "train_runtime" in entry)
     losses = [entry["loss"] for entry in entries if "loss" in entry]
+    from bayling_local.bench.hardware import detect_hardware
+
     figures = {
+        "hardware": detect_hardware().describe(),
         "model": "SmolLM2-135M-Instruct (bundled Q4_1 GGUF, dequantized)",
         "deepspeed": args.deepspeed,
         "dtype": "float32" if args.fp32 else "bfloat16",

@@ -166,7 +166,10 @@ def _report(args, config, timer: _StepTimer, world_size: int) -> None:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     peak = next((value for key, value in PEAK_BF16_TFLOPS.items() if key in device), None)
     mfu = tokens_per_s_gpu * flops_per_token / (peak * 1e12) if peak else None
+    from bayling_local.bench.hardware import detect_hardware
+
     figures = {
+        "hardware": detect_hardware().describe(),
         "device": device,
         "gpus": world_size,
         "parameters": _parameter_count(config),
