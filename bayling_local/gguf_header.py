@@ -53,6 +53,12 @@ class TensorInfo:
     type_id: int
     offset: int
 
+    @property
+    def type_name(self) -> str:
+        """The ggml type, e.g. `Q4_1` (`type42` for one this reader does not know)."""
+        entry = GGML_TYPES.get(self.type_id)
+        return entry[0] if entry else f"type{self.type_id}"
+
     def nbytes(self) -> int | None:
         entry = GGML_TYPES.get(self.type_id)
         if entry is None:
@@ -95,6 +101,10 @@ class GGUFHeader:
     @property
     def chat_template(self) -> str | None:
         return self.metadata.get("tokenizer.chat_template")
+
+    def tensor_types(self) -> frozenset[str]:
+        """The ggml types of the tensors (a Q4_1 file usually also holds F32 norms and a Q6_K output)."""
+        return frozenset(t.type_name for t in self.tensors)
 
     def expected_size(self) -> int | None:
         """Bytes the file must have for every tensor's data to be present (None if unknown types)."""

@@ -18,16 +18,13 @@ GGML_TYPE_F32 = 0
 @contextlib.contextmanager
 def llama_for_logits(path: Path, n_ctx: int = 2048, threads: int | None = None) -> Iterator[object]:
     """A llama_cpp.Llama with every position's logits and an f32 KV cache, closed afterwards."""
-    import llama_cpp
+    from bayling_local.backends.llamacpp import open_llama
+    from bayling_local.gguf_header import read_gguf_header
 
-    from bayling_local.backends.device import llama_cpp_has_amx
-    from bayling_local.backends.llamacpp import _model_params_override
-
-    # Same guard as the backend: llama.cpp's extra buffer types crash on AMX machines.
-    with _model_params_override(use_extra_bufts=not llama_cpp_has_amx()):
-        llm = llama_cpp.Llama(str(path), n_ctx=n_ctx, n_batch=min(512, n_ctx), logits_all=True,
-                              type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32, flash_attn=False, verbose=False,
-                              n_threads=threads, n_threads_batch=threads)
+    # Loaded as the backend loads it (the same extra-buffer choice: Q4_1 files on AMX builds crash).
+    llm, _ = open_llama(read_gguf_header(path), n_ctx=n_ctx, n_batch=min(512, n_ctx), logits_all=True,
+                        type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32, flash_attn=False, verbose=False,
+                        n_threads=threads, n_threads_batch=threads)
     try:
         yield llm
     finally:

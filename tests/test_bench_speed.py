@@ -69,6 +69,7 @@ def test_cli_speed_agrees_with_llama_cpp_counters_and_writes_reports(cli, tmp_pa
     assert result.returncode == 0, result.stderr.decode()
     stdout = result.stdout.decode()
     assert "tg t/s measured" in stdout and "backend build: llama.cpp" in stdout and "hardware:" in stdout
+    assert "llama.cpp settings: threads=1, batch_threads=1, flash_attention=off" in stdout
 
     records = json.loads(out_json.read_text("utf-8"))["records"]
     assert [r["model"] for r in records] == ["smollm2-135m-instruct", bundled_gguf.name]  # one table, two rows
@@ -78,6 +79,8 @@ def test_cli_speed_agrees_with_llama_cpp_counters_and_writes_reports(cli, tmp_pa
         assert abs(measured - engine) / engine < AGREEMENT, (measured, engine)
         assert results["generated_tokens"] == 32
         assert record["quant"] == "Q4_1" and record["settings"]["context_length"] == 96
+        runtime = record["settings"]["runtime_settings"]
+        assert runtime["threads"] == "1" and runtime["type_k"] == "f16" and runtime["extra_buffers"]
         assert results["peak_rss_bytes"] > 50 * 2**20
 
     markdown = out_md.read_text("utf-8")
@@ -86,3 +89,27 @@ def test_cli_speed_agrees_with_llama_cpp_counters_and_writes_reports(cli, tmp_pa
     logged = read_records(tmp_path / "home" / "results.jsonl")
     assert [r.kind for r in logged.records] == ["speed", "speed"] and logged.bad_lines == 0
     assert len({r.run_id for r in logged.records}) == 1
+
+
+def test_results_carry_the_backend_settings_into_the_table_and_the_record(one_thread_model):
+    from bayling_local.bench.hardware import detect_hardware
+    from bayling_local.bench.speed import benchmark_loaded_model, speed_record
+    from bayling_local.bench.tables import speed_table
+
+    result = benchmark_loaded_model(one_thread_model, SpeedSettings(8, 2, 1, warmup=False), 1)
+    assert result.runtime_settings == one_thread_model.backend.runtime_settings()
+    hardware = detect_hardware()
+    notes = speed_table([result], hardware).notes
+    assert notes[0] == f"hardware: {hardware.describe()}" and "AVX2" in notes[0]
+    settings_lines = [n for n in notes if n.startswith("llama.cpp settings: ")]
+    assert len(settings_lines) == 1 and "extra_buffers=" in settings_lines[0] and "cpu_features=" in settings_lines[0]
+    assert speed_record(result, hardware).settings["runtime_settings"]["threads"] == "1"
+
+
+def test_records_written_before_runtime_settings_existed_still_load(tmp_path):
+    old = {"kind": "speed", "model": "m", "quant": "Q4_1", "backend": "llama.cpp", "hardware": {"cpu": "x"},
+           "settings": {"prompt_tokens": 8, "threads": 1}, "results": {"generated_tokens": 2}}  # fmt: skip
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(old) + "\n", "utf-8")
+    loaded = read_records(path)
+    assert loaded.bad_lines == 0 and "runtime_settings" not in loaded.records[0].settings

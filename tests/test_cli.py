@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -32,6 +33,79 @@ def test_help_imports_no_heavy_library():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]"
     assert "translate" in result.stdout and "chat" in result.stdout
+
+
+# --- start-up: the root help imports typer and the verb table, nothing a verb needs ---------------
+
+ROOT_HELP_MUST_NOT_IMPORT = (
+    *HEAVY_MODULES,
+    "rich",  # typer's rich help costs ~40% of `--help` on a slow CPU; the root prints plain click help
+    "bayling_local.model",
+    "bayling_local.store",
+    "bayling_local.backends",
+    "bayling_local.translate",
+    "bayling_local.bench",
+    "bayling_local.config",
+    "bayling_local.catalog",
+    "bayling_local.languages",
+    "bayling_local.prompts",
+    "bayling_local.cli.options",
+    "bayling_local.cli.loading",
+    "bayling_local.cli.output",
+)
+
+
+def modules_loaded_by(argv: list[str]) -> list[str]:
+    """sys.modules after `bayling-local ARGV` runs in a fresh interpreter (its output discarded)."""
+    code = (
+        "import contextlib, io, json, sys; from bayling_local.cli import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()): code = main({argv!r})\n"
+        "print(json.dumps([code, sorted(sys.modules)]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    code, modules = json.loads(result.stdout)
+    assert code == 0, result.stderr
+    return modules
+
+
+def test_root_help_imports_no_verb_module_nor_what_verbs_need():
+    from bayling_local.cli import VERBS
+
+    forbidden = (*ROOT_HELP_MUST_NOT_IMPORT, *(verb.target.partition(":")[0] for verb in VERBS))
+    modules = modules_loaded_by(["--help"])
+    assert [m for m in modules if any(m == name or m.startswith(f"{name}.") for name in forbidden)] == []
+
+
+def test_a_verbs_own_help_imports_only_that_verb():
+    modules = modules_loaded_by(["chat", "--help"])
+    assert "bayling_local.cli.chat" in modules
+    others = ("translate", "generate", "languages", "models", "bench", "tui")
+    assert [m for m in modules if m in {f"bayling_local.cli.{v}" for v in others}] == []
+    assert "bayling_local.model" not in modules and "llama_cpp" not in modules
+
+
+def test_root_help_lists_every_verb_with_the_first_paragraph_of_its_own_help():
+    from bayling_local.cli import VERBS
+
+    stdout = run_cli("--help").stdout.decode("utf-8")
+    for verb in VERBS:
+        command = verb.load()
+        own = command.short_help or (command.help or "").split("\n\n")[0]
+        assert " ".join(verb.summary.split()) == " ".join(own.split()), verb.name
+        assert f"\n  {verb.name} " in stdout
+
+
+def test_bare_command_in_a_pipe_prints_the_root_help():
+    result = run_cli()  # stdin is not a terminal: no TUI
+    assert result.returncode == 0, result.stderr
+    assert "Commands:" in result.stdout.decode("utf-8") and "translate" in result.stdout.decode("utf-8")
+
+
+def test_lazily_registered_verbs_still_suggest_the_closest_name_and_show_their_own_help():
+    assert_one_line_error(run_cli("chta"), code=2, contains="Did you mean 'chat'?")
+    models_help = run_cli("models", "--help").stdout.decode("utf-8")
+    assert "Usage: bayling-local models [OPTIONS] COMMAND" in models_help and "import" in models_help
+    assert "--install-completion" not in models_help
 
 
 def test_translate_one_target_prints_one_line_per_input_line():
@@ -78,6 +152,18 @@ def test_doctor_reports_backends():
     result = run_cli("doctor")
     assert result.returncode == 0
     assert "llama.cpp\tyes" in result.stdout.decode("utf-8")
+
+
+def test_doctor_shows_the_cpus_instruction_sets_and_llama_cpps_repacking_default():
+    from bayling_local.backends.device import describe_instruction_sets, llama_cpp_extra_buffers_default
+
+    stdout = run_cli("doctor").stdout.decode("utf-8")
+    assert f"CPU instruction sets: {describe_instruction_sets()}\n" in stdout
+    assert f"llama.cpp extra buffer types (weight repacking): {llama_cpp_extra_buffers_default()}\n" in stdout
+    on_amx = llama_cpp_extra_buffers_default(("AVX512", "AMX_INT8", "REPACK"))
+    assert on_amx.startswith("on (AMX, CPU_REPACK)") and "off for GGUFs with Q4_1 weights" in on_amx
+    assert "Q4_1" not in llama_cpp_extra_buffers_default(("AVX2", "REPACK"))
+    assert "no extra buffer types" in llama_cpp_extra_buffers_default(("AVX2",))
 
 
 def test_models_list_shows_the_bundled_model():

@@ -29,6 +29,10 @@ class LoadOptions:
     """Allow loading pickled (`.bin`/`.pt`) weights; off by default because pickle runs code."""
     trust_remote_code: bool = False
     """Allow model code shipped with a checkpoint; off unless the user asks."""
+    extra_buffers: bool | None = None
+    """llama.cpp's extra CPU buffer types (weights repacked for its fastest kernels: CPU_REPACK, AMX).
+    None decides: on, as in a stock llama.cpp, except for Q4_1 weights on a build with AMX (its AMX
+    kernels crash on them); True or False forces it. Other backends ignore it."""
 
 
 DEFAULT_CONTEXT_CAP = 8192
@@ -113,12 +117,19 @@ class Backend(Protocol):
 
     Prompts are raw text (special tokens such as `<|eot_id|>` are parsed) or token ids. `cancel` is
     checked between tokens; a set event ends generation with finish_reason "cancelled".
+
+    Optional methods, looked up with `getattr` by benchmarks and reports (not part of the isinstance
+    check): `build_info() -> dict[str, str]` (library versions, build features) and
+    `runtime_settings() -> dict[str, str]` (what this load runs with: threads, kernels, cache types,
+    device placement), so a figure always says what produced it.
     """
 
     name: str
     info: ModelInfo
 
-    def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]: ...
+    def tokenize(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:
+        """Ids of `text`; `special=False` keeps special-token texts (`<|eot_id|>`) as plain text."""
+        ...
 
     def detokenize(self, token_ids: Sequence[int]) -> str: ...
 

@@ -7,6 +7,7 @@ A token can end in the middle of a multi-byte character, and a stop string can s
 from __future__ import annotations
 
 import codecs
+import threading
 from collections.abc import Iterable
 
 from bayling_local.errors import ContextOverflowError, InputTextError
@@ -80,8 +81,26 @@ def _overlap(text: str, stop: str) -> int:
     return 0
 
 
+_TOKENIZERS_LOCK = threading.Lock()
+
+
+def encode_with_tokenizers(tokenizer, text: str, *, special: bool = True) -> list[int]:
+    """Ids of `text` from a `tokenizers.Tokenizer`, nothing added; `special=False` encodes special-token
+    texts (`<|eot_id|>`) as plain text. The switch is a property of the shared tokenizer, so it is set
+    and read under a lock."""
+    with _TOKENIZERS_LOCK:
+        tokenizer.encode_special_tokens = not special
+        try:
+            return tokenizer.encode(text, add_special_tokens=False).ids
+        finally:
+            tokenizer.encode_special_tokens = False
+
+
 def prompt_token_ids(backend, prompt) -> list[int]:
-    """Ids of a prompt that leaves room to generate: text gets the model's BOS, ids are checked as given."""
+    """Ids of a prompt that leaves room to generate: text gets the model's BOS, ids are checked as given.
+
+    Text is a raw prompt: special tokens written in it are parsed. Chat prompts arrive as ids
+    (`Model.prompt_ids`), where only the chat format's markup became special tokens."""
     info = backend.info
     if isinstance(prompt, str):
         ids = backend.tokenize(prompt, add_bos=True)

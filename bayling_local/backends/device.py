@@ -46,12 +46,39 @@ def llama_cpp_gpu_backend() -> str | None:
 def llama_cpp_has_amx() -> bool:
     """Whether the llama.cpp build runs Intel AMX kernels.
 
-    Its AMX matmul (an "extra buffer type") segfaults on the Sapphire Rapids machines we test on
-    (llama-cpp-python 0.3.36, Q4_1 weights); the backend turns extra buffer types off when it is in.
+    Its AMX matmul (an "extra buffer type") segfaults on Q4_1 weights on the Sapphire Rapids machines we
+    test on (llama-cpp-python 0.3.36); the backend loads such files without extra buffer types.
     """
+    return "AMX_INT8" in llama_cpp_cpu_features()
+
+
+@functools.lru_cache(maxsize=1)
+def llama_cpp_cpu_features() -> tuple[str, ...]:
+    """The CPU features llama.cpp's build reports (`llama_print_system_info`): AVX2, AVX512, AMX_INT8,
+    REPACK (weight repacking), OPENMP, ...; () when llama-cpp-python is not installed."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        return ()
     import llama_cpp
 
-    return "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
+    info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
+    return tuple(part.split("=")[0].split(":")[-1].strip() for part in info.split("|") if part.strip().endswith("= 1"))
+
+
+# llama.cpp's CPU_FEATURES flag -> the extra buffer type it brings (ggml-cpu.cpp, in their order of use).
+EXTRA_BUFFER_FEATURES = (("AMX_INT8", "AMX"), ("KLEIDIAI", "KleidiAI"), ("REPACK", "CPU_REPACK"))
+
+
+def llama_cpp_extra_buffers_default(features: tuple[str, ...] | None = None) -> str:
+    """What the llama.cpp backend does with extra buffer types on this machine (or on a build with
+    `features`), for `doctor`."""
+    features = llama_cpp_cpu_features() if features is None else features
+    kinds = [name for flag, name in EXTRA_BUFFER_FEATURES if flag in features]
+    if not kinds:
+        return "this build has no extra buffer types (no weight repacking)"
+    default = f"on ({', '.join(kinds)}), as in a stock llama.cpp"
+    if "AMX_INT8" in features:
+        default += "; off for GGUFs with Q4_1 weights, which llama.cpp's AMX kernels crash on"
+    return default
 
 
 @functools.lru_cache(maxsize=1)
@@ -115,13 +142,9 @@ def llama_cpp_report() -> BackendReport:
 
     gpu = llama_cpp_gpu_backend()
     devices = ("cpu", gpu) if gpu else ("cpu",)
-    return BackendReport("llama.cpp", True, llama_cpp.__version__, devices, _cpu_features(llama_cpp))
-
-
-def _cpu_features(llama_cpp) -> str:
-    info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
-    flags = [part.split("=")[0].split(":")[-1].strip() for part in info.split("|") if part.strip().endswith("= 1")]
-    return "CPU features: " + (", ".join(flags) if flags else "baseline")
+    features = llama_cpp_cpu_features()
+    note = "CPU features: " + (", ".join(features) if features else "baseline")
+    return BackendReport("llama.cpp", True, llama_cpp.__version__, devices, note)
 
 
 def transformers_report() -> BackendReport:

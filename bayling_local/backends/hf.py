@@ -95,17 +95,22 @@ class HFBackend:
         """The loaded transformers model, for comparing logits against converted artifacts."""
         return self._model
 
+    def runtime_settings(self) -> dict[str, str]:
+        """What this load runs with, for benchmark notes: weight dtype, device, torch's CPU threads."""
+        dtype = str(self._model.dtype).removeprefix("torch.")
+        return {"dtype": dtype, "device": self.info.device, "torch_threads": str(torch.get_num_threads())}
+
     # Tokens
 
-    def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
-        """Ids of `text` with special tokens in it parsed.
+    def tokenize(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:
+        """Ids of `text` with special tokens in it parsed (`special=False`: kept as plain text).
 
         `add_bos` prepends BOS when the model's tokenizer adds one by default (`info.add_bos`) and the
         text does not already start with it, as llama.cpp does; nothing else is added.
         """
-        ids = list(self._tokenizer.encode(text, add_special_tokens=False))
+        ids = list(self._tokenizer.encode(text, add_special_tokens=False, split_special_tokens=not special))
         bos_text = self.info.bos_token
-        if add_bos and self.info.add_bos and not (bos_text and text.startswith(bos_text)):
+        if add_bos and self.info.add_bos and not (special and bos_text and text.startswith(bos_text)):
             ids.insert(0, self._tokenizer.bos_token_id)
         return ids
 

@@ -12,11 +12,12 @@ in many scripts. Other GGUFs use llama.cpp's own tokenizer.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
+import functools
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +32,20 @@ from bayling_local.backends.base import (
     TextStream,
     resolve_context_length,
 )
-from bayling_local.backends.decoding import TextAssembler, continuation_ids, prompt_token_ids, stop_token_set
-from bayling_local.backends.device import llama_cpp_gpu_backend, llama_cpp_has_amx
+from bayling_local.backends.decoding import (
+    TextAssembler,
+    continuation_ids,
+    encode_with_tokenizers,
+    prompt_token_ids,
+    stop_token_set,
+)
+from bayling_local.backends.device import llama_cpp_cpu_features, llama_cpp_gpu_backend, llama_cpp_has_amx
 from bayling_local.errors import (
     BackendUnavailableError,
     ContextOverflowError,
     InvalidModelFileError,
 )
-from bayling_local.gguf_header import read_gguf_header
+from bayling_local.gguf_header import GGML_TYPES, GGUFHeader, read_gguf_header
 
 BATCH_SIZE = 512
 TOKENIZER_JSON_KEY = "bayling.tokenizer_json"
@@ -47,12 +54,13 @@ TOKENIZER_JSON_KEY = "bayling.tokenizer_json"
 class LlamaCppBackend:
     name = "llama.cpp"
 
-    def __init__(self, llm, info: ModelInfo, reference_tokenizer=None):
+    def __init__(self, llm, info: ModelInfo, reference_tokenizer=None, extra_buffers: ExtraBuffers | None = None):
         from bayling_local.backends.llamacpp_batch import BatchDecoder
 
         self._llm = llm
         self.info = info
         self._reference_tokenizer = reference_tokenizer
+        self._extra_buffers = extra_buffers
         self._lock = threading.Lock()  # one llama context serves one generation at a time
         self._batch_decoder = BatchDecoder(self)
 
@@ -67,27 +75,26 @@ class LlamaCppBackend:
 
     @classmethod
     def load(cls, path: Path, options: LoadOptions) -> LlamaCppBackend:
-        import llama_cpp
-
         header = read_gguf_header(path)
         n_ctx = resolve_context_length(options.context_length, header.context_length)
         device, gpu_layers = _gpu_layers(options.device)
         try:
-            with _model_params_override(use_extra_bufts=not llama_cpp_has_amx()):
-                llm = llama_cpp.Llama(
-                    model_path=str(path),
-                    n_ctx=n_ctx,
-                    n_batch=min(BATCH_SIZE, n_ctx),
-                    n_gpu_layers=gpu_layers,
-                    n_threads=options.threads,
-                    n_threads_batch=options.threads,
-                    verbose=False,
-                )
+            llm, extra_buffers = open_llama(
+                header,
+                extra_buffers=options.extra_buffers,
+                n_ctx=n_ctx,
+                n_batch=min(BATCH_SIZE, n_ctx),
+                n_gpu_layers=gpu_layers,
+                n_threads=options.threads,
+                n_threads_batch=options.threads,
+                verbose=False,
+            )
         except ValueError as error:
             raise InvalidModelFileError(
                 f"llama.cpp could not load {path} ({header.architecture} architecture): {error}"
             ) from error
-        return cls(llm, _model_info(llm, header, n_ctx, device), _reference_tokenizer(header))
+        info = _model_info(llm, header, n_ctx, device)
+        return cls(llm, info, _reference_tokenizer(header), extra_buffers)
 
     # --- tokens --------------------------------------------------------------------------------
 
@@ -96,12 +103,13 @@ class LlamaCppBackend:
         """`reference` (the tokenizer.json carried in the GGUF) or `llama.cpp` (its own tokenizer)."""
         return "reference" if self._reference_tokenizer is not None else "llama.cpp"
 
-    def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
+    def tokenize(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:
+        """Ids of `text`; `special=False` keeps special-token texts such as `<|eot_id|>` as plain text."""
         bos = self.info.bos_token
-        add = add_bos and self.info.add_bos and not (bos and text.startswith(bos))
+        add = add_bos and self.info.add_bos and not (special and bos and text.startswith(bos))
         if self._reference_tokenizer is None:
-            return self._llm.tokenize(text.encode("utf-8"), add_bos=add, special=True)
-        ids = self._reference_tokenizer.encode(text, add_special_tokens=False).ids
+            return self._llm.tokenize(text.encode("utf-8"), add_bos=add, special=special)
+        ids = encode_with_tokenizers(self._reference_tokenizer, text, special=special)
         return [self._llm._model.token_bos(), *ids] if add else ids
 
     def tokenize_with_llama_cpp(self, text: str, *, add_bos: bool = False) -> list[int]:
@@ -232,6 +240,24 @@ class LlamaCppBackend:
         report = llama_cpp_report()
         return {"backend": self.name, "version": report.version or "", "devices": ",".join(report.devices), "build": report.note}
 
+    def runtime_settings(self) -> dict[str, str]:
+        """What this load runs with, for benchmark notes: threads, attention, KV cache, weight buffers."""
+        llm = self._llm
+        context, model = llm.context_params, llm.model_params
+        gpu_layers = model.n_gpu_layers
+        return {
+            "threads": str(llm.n_threads),
+            "batch_threads": str(llm.n_threads_batch),
+            "flash_attention": _flash_attention_setting(context.flash_attn_type),
+            "type_k": _ggml_type_name(context.type_k),
+            "type_v": _ggml_type_name(context.type_v),
+            "extra_buffers": self._extra_buffers.describe() if self._extra_buffers else _on_off(model.use_extra_bufts),
+            "n_gpu_layers": "all" if gpu_layers >= ALL_LAYERS else str(gpu_layers),
+            "n_batch": str(context.n_batch),
+            "n_ubatch": str(context.n_ubatch),
+            "cpu_features": " ".join(llama_cpp_cpu_features()) or "baseline",
+        }
+
     def close(self) -> None:
         if self._llm is not None:
             self._batch_decoder.close()
@@ -239,28 +265,92 @@ class LlamaCppBackend:
             self._llm = None
 
 
-@contextlib.contextmanager
-def _model_params_override(**fields):
-    """Set llama_model_params fields that `Llama(...)` has no argument for, during one load."""
-    import llama_cpp.llama_cpp as low_level
+# --- loading with llama_model_params that Llama(...) has no argument for -----------------------------
 
-    original = low_level.llama_model_default_params
-
-    def patched():
-        params = original()
-        for name, value in fields.items():
-            setattr(params, name, value)
-        return params
-
-    with _PARAMS_LOCK:
-        low_level.llama_model_default_params = patched
-        try:
-            yield
-        finally:
-            low_level.llama_model_default_params = original
+# llama.cpp's AMX matmul segfaults on Q4_1 weights (llama-cpp-python 0.3.36 on Sapphire Rapids). Only
+# those files lose the extra buffer types: a tensor_buft_overrides entry cannot steer Q4_1 tensors off
+# AMX alone, because an override to the CPU buffer type re-selects among the extra types and picks AMX
+# again (llama.cpp src/llama-model-loader.cpp, "when overriding to a CPU buffer, consider the extra
+# buffer types"), and CPU_REPACK, the only other x86 extra type, has no Q4_1 kernels (so pinning a Q4_1
+# tensor to it crashes in its repack). So the whole file loads without them: its few non-Q4_1 weights
+# (a Q8_0 embedding in the bundled model) lose repacking too.
+AMX_CRASHING_TYPES = frozenset({"Q4_1"})
+ALL_LAYERS = 0x7FFFFFFF  # what Llama(n_gpu_layers=-1) stores: "every layer"
 
 
-_PARAMS_LOCK = threading.Lock()
+@dataclass(frozen=True)
+class ExtraBuffers:
+    """Whether llama.cpp may put weights in its extra CPU buffer types (CPU_REPACK, AMX), and why."""
+
+    enabled: bool
+    reason: str
+
+    def describe(self) -> str:
+        return f"{_on_off(self.enabled)} ({self.reason})"
+
+
+def choose_extra_buffers(tensor_types: Collection[str], *, has_amx: bool, requested: bool | None = None) -> ExtraBuffers:
+    """llama.cpp's default (on: repacked weights, its fastest CPU kernels) unless asked otherwise, or
+    unless the build has AMX and the file has tensors of a type its AMX kernels crash on."""
+    if requested is not None:
+        return ExtraBuffers(requested, "asked for")
+    crashing = sorted(AMX_CRASHING_TYPES.intersection(tensor_types))
+    if has_amx and crashing:
+        return ExtraBuffers(False, f"{', '.join(crashing)} weights on an AMX build: its AMX kernels crash on them")
+    return ExtraBuffers(True, "llama.cpp's default")
+
+
+def open_llama(header: GGUFHeader, *, extra_buffers: bool | None = None, **llama_arguments):
+    """(llama_cpp.Llama, ExtraBuffers): the GGUF `header` describes, loaded with `llama_arguments`
+    (Llama's own keywords) and the extra-buffer choice for this file on this build."""
+    choice = choose_extra_buffers(header.tensor_types(), has_amx=llama_cpp_has_amx(), requested=extra_buffers)
+    llama_class = _llama_with_model_params()
+    llm = llama_class(str(header.path), model_params_fields={"use_extra_bufts": choice.enabled}, **llama_arguments)
+    return llm, choice
+
+
+@functools.lru_cache(maxsize=1)
+def _llama_with_model_params():
+    """llama_cpp.Llama taking `model_params_fields`: llama_model_params fields set before the model loads.
+
+    Llama.__init__ has no argument for them; it assigns `self.model_params =
+    llama_cpp.llama_model_default_params()` and then loads from it (llama-cpp-python 0.3.36 llama.py,
+    under "# Model Params"). This subclass catches that assignment for its own instance, so no module
+    global is patched and concurrent loads do not see each other's fields.
+    """
+    import llama_cpp
+
+    class LlamaWithModelParams(llama_cpp.Llama):
+        def __init__(self, *args, model_params_fields: dict, **kwargs):
+            self._model_params_fields = dict(model_params_fields)
+            super().__init__(*args, **kwargs)
+
+        @property
+        def model_params(self):
+            return self._model_params
+
+        @model_params.setter
+        def model_params(self, params) -> None:
+            for name, value in self._model_params_fields.items():
+                setattr(params, name, value)
+            self._model_params = params
+
+    return LlamaWithModelParams
+
+
+def _on_off(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
+def _ggml_type_name(type_id: int) -> str:
+    entry = GGML_TYPES.get(int(type_id))
+    return entry[0].lower() if entry else f"type{type_id}"
+
+
+def _flash_attention_setting(flash_attn_type: int) -> str:
+    # Llama(...) turns flash attention off unless asked, while llama.cpp's own tools default to auto.
+    names = {-1: "auto", 0: "off (llama-cpp-python's default; llama.cpp's own is auto)", 1: "on"}
+    return names.get(int(flash_attn_type), str(flash_attn_type))
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -129,6 +129,8 @@ class SpeedResult:
     process_peak_rss_bytes: int
     """ru_maxrss: the whole process's high-water mark so far (includes earlier cases)."""
     gpu_memory_bytes: int | None
+    runtime_settings: dict[str, str] = field(default_factory=dict)
+    """What the backend ran with (threads, kernels, KV cache type, ...; its `runtime_settings()`)."""
     prompt_tps: Stat = field(init=False)
     generation_tps: Stat | None = field(init=False)
     ttft_s: Stat = field(init=False)
@@ -277,7 +279,14 @@ def benchmark_loaded_model(
     with PeakRssSampler() as memory:
         runs = measure_speed(model, settings, progress, cancel, stage)
     gpu = gpu_memory_used_bytes(summary.device)
-    return SpeedResult(summary, threads, settings, runs, memory.peak, process_peak_rss_bytes(), gpu)
+    runtime = backend_runtime_settings(model.backend)
+    return SpeedResult(summary, threads, settings, runs, memory.peak, process_peak_rss_bytes(), gpu, runtime)
+
+
+def backend_runtime_settings(backend) -> dict[str, str]:
+    """The backend's `runtime_settings()`, or {} for a backend without one."""
+    runtime_settings = getattr(backend, "runtime_settings", None)
+    return {str(k): str(v) for k, v in runtime_settings().items()} if callable(runtime_settings) else {}
 
 
 def benchmark_speed(
@@ -346,5 +355,6 @@ def speed_record(result: SpeedResult, hardware, run_id: str | None = None):
         "threads": result.threads,
         "device": result.model.device,
         "context_length": result.model.context_length,
+        "runtime_settings": result.runtime_settings,
     }
     return new_record("speed", result.model, hardware, settings, results, run_id)

@@ -64,7 +64,8 @@ def speed_table(results: Sequence, hardware) -> Table:
             ]
         )
     notes = [f"hardware: {hardware.describe()}"]
-    notes += sorted({_build_line(r.model) for r in results})
+    notes += sorted({build_line(r.model) for r in results})
+    notes += unique(runtime_settings_line(r.model.backend, r.runtime_settings) for r in results if r.runtime_settings)
     repetitions = results[0].settings.repetitions if results else 0
     notes.append(
         f"mean ± stddev over {repetitions} runs after a warm-up; 'measured' is wall-clock here, 'engine' the "
@@ -92,7 +93,18 @@ def speed_table(results: Sequence, hardware) -> Table:
     return Table("speed", headers, rows, notes)
 
 
-def _build_line(model) -> str:
+def runtime_settings_line(backend: str, settings: dict[str, str]) -> str:
+    """`llama.cpp settings: threads=4, flash_attention=off, ...` for a table note."""
+    return f"{backend} settings: " + ", ".join(f"{key}={value}" for key, value in settings.items())
+
+
+def unique(lines) -> list[str]:
+    """The lines in first-seen order, each once."""
+    return list(dict.fromkeys(lines))
+
+
+def build_line(model) -> str:
+    """`backend build: llama.cpp 0.3.36; devices cpu; CPU features: ...` for a `jobs.ModelSummary`."""
     build = model.build or {}
     parts = [f"{build.get('backend', model.backend)} {build.get('version', '')}".strip()]
     parts += [f"devices {build['devices']}"] if build.get("devices") else []

@@ -9,6 +9,8 @@ def doctor() -> None:
     """Report backends, devices, the model store and the default model."""
     from bayling_local import __version__
     from bayling_local.backends.device import (
+        describe_instruction_sets,
+        llama_cpp_extra_buffers_default,
         llama_cpp_report,
         machine_summary,
         onnxruntime_report,
@@ -19,9 +21,12 @@ def doctor() -> None:
     from bayling_local.store import bayling_home
 
     print(f"bayling-local {__version__} on {machine_summary()}")
+    print(f"CPU instruction sets: {describe_instruction_sets()}")
     print(f"store: {bayling_home()}   config: {config_path()}   default model: {default_model_name()}")
     reports = [llama_cpp_report(), onnxruntime_report(), transformers_report()]
     print_table(
         ("backend", "installed", "version", "devices", "note"),
         [(r.name, "yes" if r.installed else "no", r.version or "-", ", ".join(r.devices) or "-", r.note) for r in reports],
     )
+    if reports[0].installed:
+        print(f"llama.cpp extra buffer types (weight repacking): {llama_cpp_extra_buffers_default()}")
