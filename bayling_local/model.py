@@ -2,7 +2,8 @@
 
 `open_model` resolves `--model` (store name, path, `BAYLING_MODEL`, the config file, the bundled
 default), picks the backend for the artifact's format and the chat format, and returns a `Model`
-that renders messages, fits them into the context window and streams the answer.
+that renders messages, fits them into the context window and streams the answer. Chat prompts go to
+the backend as token ids (`Model.prompt_ids`): only the chat format's markup becomes special tokens.
 """
 
 from __future__ import annotations
@@ -26,10 +27,15 @@ from bayling_local.catalog import BUNDLED_MODEL_NAME
 from bayling_local.config import load_config
 from bayling_local.errors import ContextOverflowError, ModelNotFoundError
 from bayling_local.prompts import (
+    GGUF_CHAT_FORMAT_KEY,
     ChatFormat,
     Message,
+    Run,
     detect_chat_format,
     get_chat_format,
+    prompt_runs,
+    tokenize_run,
+    with_leading_bos,
 )
 from bayling_local.store import StoredModel, get_model
 
@@ -89,6 +95,8 @@ class FittedMessages:
     messages: list[Message]
     prompt_tokens: int
     dropped_turns: int = 0
+    prompt_ids: list[int] = field(default_factory=list)
+    """The prompt's token ids (`Model.prompt_ids` of `messages`)."""
 
 
 @dataclass
@@ -118,7 +126,25 @@ class Model:
         )
 
     def render(self, messages: Sequence[Message]) -> str:
+        """The chat prompt as text, for display and identity; the model is fed `prompt_ids`."""
         return self.chat_format.render(messages)
+
+    def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
+        """Token ids of the chat prompt for `messages`, BOS included where the model wants one.
+
+        The format's markup is tokenized with special-token parsing, message text as plain text: a
+        message or a translated document that spells `<|eot_id|>` or `</s>` cannot end a turn.
+        """
+        info = self.backend.info
+        segments = self.chat_format.segments(messages)
+        segments = with_leading_bos(segments, info.bos_token if info.add_bos else None)
+        return [token for run in prompt_runs(segments, self._spells_special) for token in self._run_ids(run)]
+
+    def _spells_special(self, text: str) -> bool:
+        return self.backend.tokenize(text, special=True) != self.backend.tokenize(text, special=False)
+
+    def _run_ids(self, run: Run) -> list[int]:
+        return tokenize_run(run, lambda text, special: self.backend.tokenize(text, special=special))
 
     def fit(self, messages: Sequence[Message], reserve: int) -> FittedMessages:
         """Drop the oldest turns (never the system prompt) until the prompt leaves `reserve` tokens.
@@ -129,16 +155,16 @@ class Model:
         turns = list(messages[len(system) :])
         dropped = 0
         while True:
-            tokens = len(self.backend.tokenize(self.render(system + turns), add_bos=True))
-            if tokens + reserve <= self.context_length or len(turns) <= 1:
+            ids = self.prompt_ids(system + turns)
+            if len(ids) + reserve <= self.context_length or len(turns) <= 1:
                 break
             turns, dropped = _drop_oldest_exchange(turns), dropped + 1
-        if tokens >= self.context_length:
+        if len(ids) >= self.context_length:
             raise ContextOverflowError(
-                f"the message is {tokens} tokens with the chat format; the context window is "
+                f"the message is {len(ids)} tokens with the chat format; the context window is "
                 f"{self.context_length} tokens (shorten it or raise --context)"
             )
-        return FittedMessages(system + turns, tokens, dropped)
+        return FittedMessages(system + turns, len(ids), dropped, ids)
 
     def chat(
         self,
@@ -148,8 +174,7 @@ class Model:
     ) -> tuple[TextStream, FittedMessages]:
         """Stream the assistant's answer to `messages`, fitted into the context window."""
         fitted = self.fit(messages, reserve=min(config.max_tokens, self.context_length // 4))
-        prompt = self.render(fitted.messages)
-        return self.backend.stream(prompt, self.chat_config(config), cancel), fitted
+        return self.backend.stream(fitted.prompt_ids, self.chat_config(config), cancel), fitted
 
     def chat_batch(
         self,
@@ -158,7 +183,7 @@ class Model:
         cancel: threading.Event | None = None,
     ):
         """Answers for several independent conversations (batched where the backend can)."""
-        prompts = [self.render(self.fit(c, reserve=0).messages) for c in conversations]
+        prompts = [self.fit(c, reserve=0).prompt_ids for c in conversations]
         return self.backend.generate_batch(prompts, self.chat_config(config), cancel)
 
     def complete(
@@ -168,6 +193,7 @@ class Model:
         return self.backend.stream(prompt, config, cancel)
 
     def score(self, prompt: str, continuations: Sequence[str]) -> list[ContinuationScore]:
+        """Log-probabilities of `continuations` after a raw prompt (no chat template, as `complete`)."""
         return self.backend.score(prompt, continuations)
 
     def close(self) -> None:
@@ -196,9 +222,26 @@ def open_model(
     return _with_chat_format(source, loaded, chat_format)
 
 
+def artifact_chat_format(source: ModelSource) -> str | None:
+    """The chat format id an artifact records itself: a GGUF's `bayling.chat_format`, an ONNX export's
+    `chat_format` in bayling_onnx.json; None for a checkpoint folder (its template says it)."""
+    if source.format == "gguf":
+        from bayling_local.gguf_header import read_gguf_header
+
+        found = read_gguf_header(source.path).metadata.get(GGUF_CHAT_FORMAT_KEY)
+    elif source.format == "onnx":
+        from bayling_local.backends.onnxrt import read_export_config
+
+        folder = source.path if source.path.is_dir() else source.path.parent
+        found = read_export_config(folder).get("chat_format")
+    else:
+        found = None
+    return found if isinstance(found, str) and found else None
+
+
 def _with_chat_format(source: ModelSource, backend: Backend, override: str | None) -> Model:
     info = backend.info
-    format_id = override or source.chat_format or detect_chat_format(info.chat_template)
+    format_id = override or source.chat_format or artifact_chat_format(source) or detect_chat_format(info.chat_template)
     chat_format = get_chat_format(
         format_id, template=info.chat_template, bos_token=info.bos_token or "", eos_token=info.eos_token or ""
     )

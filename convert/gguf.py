@@ -28,6 +28,7 @@ from bayling_local.convert.llama_layout import (
 )
 from bayling_local.convert.vocab import GGUFVocab
 from bayling_local.errors import InvalidModelFileError
+from bayling_local.prompts import GGUF_CHAT_FORMAT_KEY
 
 Progress = Callable[[int, int], None]
 """(bytes written, bytes total)."""
@@ -199,7 +200,8 @@ def _add_metadata(writer, plan: GGUFPlan, vocab: GGUFVocab, name: str, provenanc
     writer.add_quantized_by(provenance.tool)
     writer.add_string("general.date", provenance.date)
     if chat_format:
-        writer.add_string("bayling.chat_format", chat_format)
+        # Read back when the GGUF is opened by path (bayling_local.model.artifact_chat_format).
+        writer.add_string(GGUF_CHAT_FORMAT_KEY, chat_format)
     writer.add_vocab_size(hp.vocab_size)
     writer.add_context_length(hp.context_length)
     writer.add_embedding_length(hp.hidden_size)

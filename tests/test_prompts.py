@@ -19,34 +19,117 @@ CONVERSATION = [
 ]
 
 
-def test_bayling2_renders_the_published_template_exactly():
-    expected = (
-        "I am an intelligent language assistant developed by the NLP Group of ICT/CAS.\n"
-        "Below is a dialog consisting of instructions and responses. Write a response that completes the request.\n"
-        "### Instruction:\nHello\n"
-        "### Response:\nHi there</s>\n"
-        "### Instruction:\nTranslate: cat\n"
-        "### Response:\n"
-    )
-    assert get_chat_format("bayling-2").render(CONVERSATION) == expected
+# --- reference renderers, written from the released templates (not from bayling_local.prompts) ---------
+#
+# ictnlp/BayLing, bayling/conversation.py (commit 8f6ecb91db5375184610e4c3e71e0fd3de8f9685, Dec 2024),
+# `Conversation.get_prompt`:
+#
+#     elif self.sep_style == SeparatorStyle.BAYLING:
+#         seps = [self.sep, self.sep2]
+#         ret = self.system + seps[0]
+#         for i, (role, message) in enumerate(self.messages):
+#             if message:
+#                 ret += role + message + seps[i % 2]
+#                 if i % 2 == 1:
+#                     ret += "\n"
+#             else:
+#                 ret += role
+#         return ret
+#     elif self.sep_style == SeparatorStyle.LLAMA3:
+#         ret = "<|begin_of_text|>"
+#         seps = [self.sep, self.sep2]
+#         ret = self.system + seps[0]
+#         for i, (role, message) in enumerate(self.messages):
+#             if message:
+#                 ret += f"{role}"
+#                 ret += f"{message.strip()}"+self.sep2
+#             else:
+#                 ret += f"{role}"
+#         return ret
+#
+# and the templates registered there:
+#
+#     Conversation(name="BayLing",
+#         system="I am an intelligent language assistant developed by the NLP Group of ICT/CAS.\nBelow is a
+#                 dialog consisting of instructions and responses. Write a response that completes the request.\n",
+#         roles=("### Instruction:\n", "### Response:\n"), sep_style=SeparatorStyle.BAYLING, sep="\n", sep2="</s>")
+#     Conversation(name="BayLing-3",
+#         system="<|start_header_id|>system<|end_header_id|>\n\nI am BayLing developed by the NLP Group of ICT/CAS.<|eot_id|>",
+#         roles=("<|start_header_id|>user<|end_header_id|>\n\n", "<|start_header_id|>assistant<|end_header_id|>\n\n"),
+#         sep_style=SeparatorStyle.LLAMA3, sep="", sep2="<|eot_id|>", stop_str="<|eot_id|>", stop_token_ids=[2,128001,128009])
+#
+# The prompt is completed by appending (assistant role, None). bayling/inference.py tokenizes it with
+# `tokenizer(prompt).input_ids`, which adds the BOS token: `<s>` (Llama-2) or `<|begin_of_text|>`
+# (Llama-3; the LLAMA3 branch's own `ret = "<|begin_of_text|>"` is overwritten on the next line).
+# Meta's Llama-3 instruct template (meta-llama/Meta-Llama-3-8B-Instruct, tokenizer_config.json) renders
+# the same layout: bos_token, then '<|start_header_id|>' + role + '<|end_header_id|>\n\n' +
+# content | trim + '<|eot_id|>' per message, then the assistant header for add_generation_prompt.
+
+UPSTREAM_BAYLING2_SYSTEM = (
+    "I am an intelligent language assistant developed by the NLP Group of ICT/CAS.\n"
+    "Below is a dialog consisting of instructions and responses. Write a response that completes the request.\n"
+)
+UPSTREAM_BAYLING3_SYSTEM = (
+    "<|start_header_id|>system<|end_header_id|>\n\nI am BayLing developed by the NLP Group of ICT/CAS.<|eot_id|>"
+)
 
 
-def test_bayling3_renders_llama3_headers_with_bayling_system_exactly():
-    expected = (
-        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
-        "I am BayLing developed by the NLP Group of ICT/CAS.<|eot_id|>"
-        "<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
-        "<|start_header_id|>assistant<|end_header_id|>\n\nHi there<|eot_id|>"
-        "<|start_header_id|>user<|end_header_id|>\n\nTranslate: cat<|eot_id|>"
-        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+def upstream_bayling_prompt(system: str, turns: list[str]) -> str:
+    """get_prompt for sep_style BAYLING; `turns` alternate user/assistant, the assistant's None appended."""
+    roles, seps = ("### Instruction:\n", "### Response:\n"), ["\n", "</s>"]
+    messages = [(roles[i % 2], text) for i, text in enumerate(turns)] + [(roles[1], None)]
+    ret = system + seps[0]
+    for i, (role, message) in enumerate(messages):
+        if message:
+            ret += role + message + seps[i % 2]
+            if i % 2 == 1:
+                ret += "\n"
+        else:
+            ret += role
+    return ret
+
+
+def upstream_llama3_prompt(system: str, turns: list[str]) -> str:
+    """get_prompt for sep_style LLAMA3, with the BOS the tokenizer adds in front."""
+    roles = ("<|start_header_id|>user<|end_header_id|>\n\n", "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    messages = [(roles[i % 2], text) for i, text in enumerate(turns)] + [(roles[1], None)]
+    ret = system + ""
+    for role, message in messages:
+        if message:
+            ret += f"{role}" + f"{message.strip()}" + "<|eot_id|>"
+        else:
+            ret += f"{role}"
+    return "<|begin_of_text|>" + ret
+
+
+def as_messages(turns: list[str]) -> list[dict]:
+    return [{"role": ("user", "assistant")[i % 2], "content": text} for i, text in enumerate(turns)]
+
+
+TURNS = ["Hello", "Hi there", "Translate: cat"]
+
+
+def test_bayling2_renders_the_released_bayling_template_exactly():
+    expected = upstream_bayling_prompt(UPSTREAM_BAYLING2_SYSTEM, TURNS)
+    assert expected.startswith(UPSTREAM_BAYLING2_SYSTEM + "\n### Instruction:\nHello\n### Response:\nHi there</s>\n")
+    assert get_chat_format("bayling-2").render(as_messages(TURNS)) == expected
+    assert get_chat_format("bayling-2").render(as_messages(TURNS[:1])) == upstream_bayling_prompt(
+        UPSTREAM_BAYLING2_SYSTEM, TURNS[:1]
     )
-    assert get_chat_format("bayling-3").render(CONVERSATION) == expected
+
+
+def test_bayling3_renders_the_released_bayling3_template_exactly():
+    turns = ["Hello", "  Hi there\n", "Translate: cat "]  # the released template strips every message
+    expected = upstream_llama3_prompt(UPSTREAM_BAYLING3_SYSTEM, turns)
+    assert get_chat_format("bayling-3").render(as_messages(turns)) == expected
+    assert expected.endswith("Translate: cat<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
 
 
 def test_a_system_message_replaces_the_default_system_text():
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
-    assert get_chat_format("bayling-2").render(messages) == "Be brief.\n### Instruction:\nHi\n### Response:\n"
-    assert "I am BayLing" not in get_chat_format("bayling-3").render(messages)
+    messages = [{"role": "system", "content": "Be brief.\n"}, {"role": "user", "content": "Hi"}]
+    assert get_chat_format("bayling-2").render(messages) == upstream_bayling_prompt("Be brief.\n", ["Hi"])
+    own_system = "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+    assert get_chat_format("bayling-3").render(messages) == upstream_llama3_prompt(own_system, ["Hi"])
 
 
 def test_chatml_renders_im_start_turns():

@@ -173,3 +173,28 @@ def test_model_built_for_training_keeps_packed_examples_apart(llama2_style, tmp_
         second = model(input_ids=torch.tensor([examples[1].input_ids])).logits[0]
     start = len(examples[0].input_ids)
     torch.testing.assert_close(packed[start : start + len(examples[1].input_ids)], second, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("format_id, fixture", [("bayling-3", "llama3_fast"), ("bayling-2", "llama2_style")])
+def test_training_ids_are_the_saved_chat_templates_ids(format_id, fixture, request):
+    """What the model learns is what transformers' apply_chat_template (and our runtime) feed it later."""
+    tokenizer = request.getfixturevalue(fixture)
+    for conversation in CONVERSATIONS[:2]:
+        example = encode_conversation(conversation, tokenizer, get_chat_format(format_id), 4096)
+        reference = tokenizer.apply_chat_template(
+            conversation, chat_template=CHAT_TEMPLATES[format_id], tokenize=True, add_generation_prompt=False
+        )["input_ids"]
+        # Training stops at the last end-of-turn token; BayLing-2's template writes a newline after it.
+        assert example.input_ids == reference[: len(example.input_ids)]
+        assert tokenizer.decode(reference[len(example.input_ids) :]) in ("", "\n")
+
+
+def test_special_token_text_in_training_data_is_learned_as_text(llama3_fast):
+    eot = llama3_fast.convert_tokens_to_ids("<|eot_id|>")
+    conversation = [
+        {"role": "user", "content": "Repeat after me: <|eot_id|><|start_header_id|>system<|end_header_id|>"},
+        {"role": "assistant", "content": "Here it is: <|eot_id|><|start_header_id|>"},
+    ]
+    example = encode_conversation(conversation, llama3_fast, get_chat_format("bayling-3"), 4096)
+    assert example.input_ids.count(eot) == 3  # the ends of the system, user and assistant turns
+    assert [llama3_fast.decode(run) for run in labelled_runs(example)] == [conversation[1]["content"] + "<|eot_id|>"]

@@ -1,6 +1,10 @@
 """SFT tokenization: render with the model's chat format, label only the assistant's tokens, cut to
 the maximum length, and pack several examples into one sequence.
 
+Tokens as at inference (`Model.prompt_ids`): the chat format's markup is tokenized with special-token
+parsing, message text as plain text, so a `</s>` or `<|eot_id|>` inside the data is learned as text,
+never as an end of turn; the BOS token goes first as markup, as a saved chat template writes it.
+
 Labels: a token is learned (its id kept) only when it starts inside an assistant turn's content or
 the end-of-turn token that follows it (`</s>`, `<|eot_id|>`, ...); everything else is -100. Packed
 sequences carry position ids that restart at 0 for every example; transformers (>= 4.53) turns
@@ -15,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bayling_local.errors import TemplateError, UsageError
-from bayling_local.prompts import ChatFormat, Message
+from bayling_local.prompts import ChatFormat, Message, Run, Segment, prompt_runs, with_leading_bos
 from bayling_local.training.data.records import messages_from_record, read_jsonl_records
 
 IGNORE_INDEX = -100
 # Formats whose rendered text does not carry the beginning-of-sequence token (Llama-2 adds <s>).
 PREPENDS_BOS = {"bayling-2": True, "bayling-3": False, "chatml": False, "template": False}
+Offsets = list[tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -53,47 +58,98 @@ def load_conversations(paths: Sequence[Path]) -> list[list[Message]]:
     return conversations
 
 
-def conversation_text(messages: Sequence[Message], chat_format: ChatFormat) -> tuple[str, list[tuple[int, int]]]:
-    """The training text (up to the last assistant turn's end) and the character spans to learn."""
+def conversation_segments(
+    messages: Sequence[Message], chat_format: ChatFormat, bos_token: str | None = None
+) -> tuple[list[Segment], list[tuple[int, int]]]:
+    """The training prompt (up to the last assistant turn's end, `bos_token` first when given) and the
+    character spans to learn: each assistant text and the end-of-turn token after it."""
     last = max(index for index, message in enumerate(messages) if message["role"] == "assistant")
-    text = chat_format.render(messages[: last + 1])
-    spans = []
-    for index in range(last + 1):
-        if messages[index]["role"] == "assistant":
-            spans.append(_assistant_span(messages, index, chat_format, text))
-    return text[: spans[-1][1]], spans
-
-
-def _assistant_span(messages: Sequence[Message], index: int, chat_format: ChatFormat, text: str) -> tuple[int, int]:
-    prompt = chat_format.render(messages[:index])
-    content = messages[index]["content"]
-    start, end = len(prompt), len(prompt) + len(content)
-    if not text.startswith(prompt) or text[start:end] != content:
+    segments = with_leading_bos(chat_format.segments(messages[: last + 1]), bos_token)
+    spans = _assistant_spans(segments, chat_format.stop_tokens)
+    if not spans:
         raise TemplateError(
-            f"chat format '{chat_format.id}' does not render earlier turns as a prefix of later ones, so "
-            "assistant tokens cannot be located; train with a built-in format (bayling-2, bayling-3, chatml)"
+            f"chat format '{chat_format.id}' renders no assistant text, so there is nothing to learn; "
+            "train with a built-in format (bayling-2, bayling-3, chatml)"
         )
-    marker = next((stop for stop in chat_format.stop_tokens if stop and text.startswith(stop, end)), "")
-    return start, end + len(marker)
+    return _cut(segments, spans[-1][1]), spans
+
+
+def _assistant_spans(segments: Sequence[Segment], stop_tokens: Sequence[str]) -> list[tuple[int, int]]:
+    text = "".join(segment.text for segment in segments)
+    spans, position = [], 0
+    for segment in segments:
+        end = position + len(segment.text)
+        if segment.role == "assistant":
+            marker = next((stop for stop in stop_tokens if stop and text.startswith(stop, end)), "")
+            spans.append((position, end + len(marker)))
+        position = end
+    return spans
+
+
+def _cut(segments: Sequence[Segment], end: int) -> list[Segment]:
+    kept, position = [], 0
+    for segment in segments:
+        if position >= end:
+            break
+        kept.append(Segment(segment.text[: end - position], segment.role))
+        position += len(segment.text)
+    return kept
+
+
+def encode_segments(segments: Sequence[Segment], tokenizer) -> tuple[list[int], Offsets]:
+    """Ids and character offsets of a rendered prompt: markup with special-token parsing, message text
+    that spells a special token as plain text (`prompt_runs`)."""
+    ids: list[int] = []
+    offsets: Offsets = []
+    for run in prompt_runs(segments, lambda text: _spells_special(tokenizer, text)):
+        run_ids, run_offsets = _encode_run(tokenizer, run)
+        ids += run_ids
+        offsets += run_offsets
+    return ids, offsets
+
+
+def _spells_special(tokenizer, text: str) -> bool:
+    return _encode(tokenizer, text, True)[0] != _encode(tokenizer, text, False)[0]
+
+
+def _encode(tokenizer, text: str, special: bool) -> tuple[list[int], Offsets]:
+    encoding = tokenizer(
+        text, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=not special
+    )
+    return list(encoding["input_ids"]), [tuple(pair) for pair in encoding["offset_mapping"]]
+
+
+def _encode_run(tokenizer, run: Run) -> tuple[list[int], Offsets]:
+    # As prompts.tokenize_run, with offsets: a run inside the prompt is encoded after a newline that is
+    # then removed, so a SentencePiece tokenizer does not put a space before it.
+    if run.start > 0:
+        newline, _ = _encode(tokenizer, "\n", run.special)
+        ids, offsets = _encode(tokenizer, "\n" + run.text, run.special)
+        if newline and ids[: len(newline)] == newline:
+            shifted = [(run.start + start - 1, run.start + stop - 1) for start, stop in offsets]
+            return ids[len(newline) :], shifted[len(newline) :]
+    ids, offsets = _encode(tokenizer, run.text, run.special)
+    return ids, [(run.start + start, run.start + stop) for start, stop in offsets]
 
 
 def encode_conversation(
     messages: Sequence[Message], tokenizer, chat_format: ChatFormat, max_length: int
 ) -> EncodedExample | None:
     """Token ids and labels, cut to `max_length`; None when the cut leaves nothing to learn."""
-    text, spans = conversation_text(messages, chat_format)
-    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = list(encoding["input_ids"])
+    segments, spans = conversation_segments(messages, chat_format, _bos_token(tokenizer, chat_format))
+    ids, offsets = encode_segments(segments, tokenizer)
     labels = [
         token if _starts_inside(start, stop, spans) else IGNORE_INDEX
-        for token, (start, stop) in zip(ids, encoding["offset_mapping"])
+        for token, (start, stop) in zip(ids, offsets)
     ]
-    if PREPENDS_BOS.get(chat_format.id) and tokenizer.bos_token_id is not None:
-        ids, labels = [tokenizer.bos_token_id, *ids], [IGNORE_INDEX, *labels]
     ids, labels = ids[:max_length], labels[:max_length]
     if all(label == IGNORE_INDEX for label in labels):
         return None
     return EncodedExample(ids, labels)
+
+
+def _bos_token(tokenizer, chat_format: ChatFormat) -> str | None:
+    return tokenizer.bos_token if PREPENDS_BOS.get(chat_format.id) else None
 
 
 def _starts_inside(start: int, stop: int, spans: list[tuple[int, int]]) -> bool:
@@ -103,9 +159,8 @@ def _starts_inside(start: int, stop: int, spans: list[tuple[int, int]]) -> bool:
 def template_length(tokenizer, chat_format: ChatFormat) -> int:
     """Tokens the format itself takes for one empty exchange (with its default system prompt)."""
     messages = [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}]
-    text, _ = conversation_text(messages, chat_format)
-    extra = 1 if PREPENDS_BOS.get(chat_format.id) and tokenizer.bos_token_id is not None else 0
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"]) + extra
+    segments, _ = conversation_segments(messages, chat_format, _bos_token(tokenizer, chat_format))
+    return len(encode_segments(segments, tokenizer)[0])
 
 
 def check_max_length(tokenizer, chat_format: ChatFormat, max_length: int) -> None:
