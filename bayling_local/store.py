@@ -33,7 +33,7 @@ from bayling_local.errors import (
     UnknownChatFormatError,
 )
 from bayling_local.gguf_header import read_gguf_header
-from bayling_local.prompts import CHAT_FORMAT_IDS, detect_chat_format, folder_chat_template
+from bayling_local.prompts import CHAT_FORMAT_IDS, GGUF_CHAT_FORMAT_KEY, detect_chat_format, folder_chat_template
 
 MANIFEST_NAME = "manifest.json"
 _NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
@@ -248,7 +248,7 @@ def _describe_gguf(source: Path, name: str, chat_format: str | None) -> Manifest
         size=source.stat().st_size,
         sha256=None,
         source=str(source),
-        chat_format=_chat_format(chat_format, name, header.chat_template),
+        chat_format=_chat_format(chat_format, name, header.chat_template, header.metadata.get(GGUF_CHAT_FORMAT_KEY)),
         architecture=header.architecture,
         quant=header.quant,
         context_length=header.context_length,
@@ -295,7 +295,7 @@ def _describe_onnx_folder(source: Path, name: str, chat_format: str | None) -> M
     carried = config.get("chat_template")
     template = carried if isinstance(carried, str) else folder_chat_template(source)
     return _folder_manifest(
-        source, name, "onnx", _chat_format(chat_format, name, template),
+        source, name, "onnx", _chat_format(chat_format, name, template, config.get("chat_format")),
         architecture=str(config.get("architecture", "llama")),
         quant=str(config.get("precision", "unknown")),
         context_length=int(config.get("max_position_embeddings") or 0),
@@ -318,10 +318,15 @@ def _folder_manifest(source: Path, name: str, artifact_format: str, chat_format:
     )
 
 
-def _chat_format(explicit: str | None, name: str, template: str | None) -> str:
-    """The chat format asked for, else the catalog's for a known name, else the one `template` implements."""
+def _chat_format(explicit: str | None, name: str, template: str | None, recorded: object = None) -> str:
+    """The chat format asked for, else the catalog's for a known name, else the one the artifact records
+    (`convert` writes it), else the one `template` implements."""
     entry = catalog_entry(name)
-    return _known_chat_format(explicit) or (entry.chat_format if entry else detect_chat_format(template))
+    if _known_chat_format(explicit) or entry:
+        return explicit or entry.chat_format
+    if isinstance(recorded, str) and recorded in CHAT_FORMAT_IDS:
+        return recorded
+    return detect_chat_format(template)
 
 
 def _known_chat_format(explicit: str | None) -> str | None:

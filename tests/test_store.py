@@ -48,16 +48,19 @@ def smollm2_cut_in_half(bundled_gguf, tmp_path_factory) -> Path:
     return path
 
 
-def tiny_gguf(path: Path, *, fill: float = 1.0, architecture: str = "llama") -> Path:
-    """A complete GGUF with one F32 tensor, written by hand (see test_gguf_header for the format)."""
+def tiny_gguf(path: Path, *, fill: float = 1.0, architecture: str = "llama", strings: dict | None = None) -> Path:
+    """A complete GGUF with one F32 tensor and `strings` as extra string metadata, written by hand (see
+    test_gguf_header for the format)."""
 
     def string(text: str) -> bytes:
         return struct.pack("<Q", len(text.encode())) + text.encode()
 
     metadata = string("general.architecture") + struct.pack("<I", 8) + string(architecture)
     metadata += string("general.file_type") + struct.pack("<II", 4, 0)  # u32 0 = F32
+    for key, value in (strings or {}).items():
+        metadata += string(key) + struct.pack("<I", 8) + string(value)
     tensor = string("w") + struct.pack("<IQQIQ", 2, 4, 2, 0, 0)
-    out = b"GGUF" + struct.pack("<IQQ", 3, 1, 2) + metadata + tensor
+    out = b"GGUF" + struct.pack("<IQQ", 3, 1, 2 + len(strings or {})) + metadata + tensor
     out += bytes(-len(out) % 32) + struct.pack("<8f", *[fill] * 8)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(out)
@@ -94,6 +97,13 @@ def test_import_copies_the_gguf_byte_for_byte_with_a_manifest_from_its_header(sm
     assert not model.bundled
     assert model.name in [m.name for m in list_models()]
     assert get_model(model.name) == model
+
+
+@pytest.mark.parametrize("recorded", ["bayling-2", "bayling-3"])
+def test_gguf_without_a_template_is_stored_with_the_chat_format_convert_recorded(tmp_path, store_home, recorded):
+    path = tiny_gguf(tmp_path / "mine.gguf", strings={"bayling.chat_format": recorded})
+    assert import_model(path).manifest.chat_format == recorded
+    assert import_model(path, name="asked", chat_format="chatml").manifest.chat_format == "chatml"
 
 
 def test_manifest_json_holds_every_info_field_and_reads_back_equal(tmp_path, store_home):
