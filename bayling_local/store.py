@@ -415,39 +415,7 @@ def remove_model(name: str) -> Path:
     return folder
 
 
-# --- ONNX conversion straight into the store -----------------------------------------------------
-
-
-def onnx_conversion_name(checkpoint: str | Path, precision: str) -> str:
-    """The default store name of an ONNX conversion: `<checkpoint folder name>-onnx-<precision>`."""
-    return name_from_path(Path(f"{Path(checkpoint).expanduser().resolve().name}-onnx-{precision}"))
-
-
-def convert_to_onnx_entry(
-    checkpoint: str | Path,
-    precision: str = "fp16",
-    *,
-    name: str | None = None,
-    chat_format: str | None = None,
-    force: bool = False,
-    block_size: int = 32,
-    export_device: str = "cpu",
-) -> StoredModel:
-    """Export a Llama checkpoint (folder or `hf` store name) to ONNX at `precision` as a new store entry
-    (default name: `onnx_conversion_name`); the CLI's and the TUI's `convert --to onnx`."""
-    from bayling_local.convert import to_onnx
-    from bayling_local.convert.onnx import QUANT_ALIASES
-    from bayling_local.convert.pipeline import resolve_checkpoint
-
-    folder = resolve_checkpoint(checkpoint)
-    precision = QUANT_ALIASES.get(precision, precision)
-    return add_onnx_export(
-        name or onnx_conversion_name(checkpoint, precision),
-        lambda out: to_onnx(folder, out, precision, block_size, export_device),
-        source=str(folder.resolve()),
-        chat_format=chat_format,
-        force=force,
-    )
+# --- ONNX exports written straight into an entry (convert/onnx_store.py drives the export) -------
 
 
 def add_onnx_export(

@@ -44,6 +44,9 @@ class ImportanceMatrix:
     fingerprint: str = ""
     """sha256 of the calibration chunks and the model: a saved matrix resumes only the same run."""
     datasets: list[str] = field(default_factory=list)
+    chunk_size: int = CHUNK_TOKENS
+    """Tokens per calibration chunk (the last chunk of each language may be shorter): llama-imatrix writes
+    its context length, n_ctx / n_parallel, as `imatrix.chunk_size`, and so do we."""
 
     def values(self) -> dict[str, np.ndarray]:
         """Mean squared activation per input column: what the quantizer weighs its rounding errors by."""
@@ -139,7 +142,9 @@ def compute_imatrix(
     if not chunks:
         raise UsageError("the calibration text is empty")
     fingerprint = _fingerprint(str(folder.resolve()), chunks)
-    matrix = _resumable(save_to, fingerprint) or ImportanceMatrix(fingerprint=fingerprint, datasets=sorted(texts))
+    matrix = _resumable(save_to, fingerprint) or ImportanceMatrix(
+        fingerprint=fingerprint, datasets=sorted(texts), chunk_size=chunk_tokens
+    )
     if matrix.chunks >= len(chunks):
         return matrix
     if threads:
@@ -225,7 +230,7 @@ def save_imatrix(matrix: ImportanceMatrix, path: str | Path) -> Path:
     try:
         writer.add_type("imatrix")
         writer.add_uint32("imatrix.chunk_count", matrix.chunks)
-        writer.add_uint32("imatrix.chunk_size", CHUNK_TOKENS)
+        writer.add_uint32("imatrix.chunk_size", matrix.chunk_size)
         writer.add_array("imatrix.datasets", matrix.datasets or ["calibration"])
         writer.add_string("bayling.imatrix.fingerprint", matrix.fingerprint)
         for name in sorted(matrix.sums):
@@ -255,6 +260,7 @@ def load_imatrix(path: str | Path) -> ImportanceMatrix:
         chunks=int(fields["imatrix.chunk_count"].contents()) if "imatrix.chunk_count" in fields else 0,
         fingerprint=fields["bayling.imatrix.fingerprint"].contents() if "bayling.imatrix.fingerprint" in fields else "",
         datasets=list(fields["imatrix.datasets"].contents()) if "imatrix.datasets" in fields else [],
+        chunk_size=int(fields["imatrix.chunk_size"].contents()) if "imatrix.chunk_size" in fields else CHUNK_TOKENS,
     )
     tensors = {t.name: np.asarray(t.data, dtype=np.float64) for t in reader.tensors}
     for name, values in tensors.items():

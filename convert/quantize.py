@@ -49,6 +49,19 @@ def _q(name, ftype, weight, bits, description, requires=False, benefits=False) -
 
 
 # llama_ftype values from llama.h; bits from ggml's block sizes. Ordered by size, as llama-quantize lists them.
+#
+# `requires=True` marks exactly the types libllama's quantizer refuses without an importance matrix
+# ("this quantization requires an imatrix!"). ggml-org/llama.cpp src/llama-quant.cpp (commit 007dbbf3):
+# `tensor_requires_imatrix()` says yes for tensors it makes IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S or IQ3_XXS,
+# and Q2_K only in a Q2_K_S file (never for token_embd/output); `llama_model_quantize_impl()` checks it in its
+# "preliminary iteration over all weights" before writing anything. Per file type that is: iq1_s, iq1_m,
+# iq2_xxs, iq2_xs, iq2_s (IQ2_XS weights), iq2_m (IQ2_S), q2_k_s, iq3_xxs, and iq3_xs, whose mix makes
+# attn_q/attn_k and the middle layers' ffn_gate/ffn_up IQ3_XXS (`llama_tensor_get_type_impl()`). This is
+# wider than the llama-quantize tool's own up-front refusal (tools/quantize/quantize.cpp, "Please do not use
+# IQ1_S, IQ1_M, IQ2_S, IQ2_XXS, IQ2_XS or Q2_K_S quantization without an importance matrix"), which we do not
+# call. Caveat: a row width that is not a multiple of 256 falls back to IQ4_NL/Q4_0 first
+# (`tensor_type_fallback()`), so a very small model may get through; every BayLing width is a multiple of 256.
+# tests/test_convert_quantize.py checks this column against the vendored libllama.
 QUANT_TYPES: dict[str, QuantType] = {
     t.name: t
     for t in (
@@ -144,6 +157,18 @@ def quantize_gguf(
             f"{target.name} needs an importance matrix; pass --imatrix FILE, or --calibration PATH with "
             "--imatrix auto to compute one"
         )
+    return run_llama_quantizer(source, destination, target, imatrix=imatrix, threads=threads)
+
+
+def run_llama_quantizer(
+    source: Path,
+    destination: Path,
+    target: QuantType,
+    *,
+    imatrix: Mapping[str, np.ndarray] | None = None,
+    threads: int | None = None,
+) -> Path:
+    """libllama's `llama_model_quantize` as it is, with none of our own checks: llama.cpp decides what it refuses."""
     low_level = _llama_cpp()
     params = low_level.llama_model_quantize_default_params()
     params.ftype = target.file_type

@@ -74,6 +74,20 @@ def test_imatrix_file_is_llama_cpps_gguf_format_and_round_trips(k_checkpoint, tm
         assert np.allclose(reloaded.values()[name], values, rtol=1e-6)
 
 
+def test_imatrix_chunk_size_is_the_length_of_the_chunks_it_was_computed_on(k_checkpoint, tmp_path):
+    # llama-imatrix writes n_ctx / n_parallel, the tokens per chunk, as imatrix.chunk_size.
+    from transformers import AutoTokenizer
+
+    from bayling_local.convert.imatrix import calibration_chunks
+
+    chunks = calibration_chunks(AutoTokenizer.from_pretrained(k_checkpoint), CALIBRATION, 48)
+    assert max(len(chunk) for chunk in chunks) == 48
+    matrix = compute_imatrix(k_checkpoint, CALIBRATION, tmp_path / "m.imatrix.gguf", chunk_tokens=48)
+    assert read_gguf_header(tmp_path / "m.imatrix.gguf").metadata["imatrix.chunk_size"] == 48
+    assert matrix.chunks == len(chunks)
+    assert load_imatrix(tmp_path / "m.imatrix.gguf").chunk_size == 48
+
+
 def test_an_interrupted_imatrix_run_resumes_after_its_last_save(k_checkpoint, tmp_path):
     uninterrupted = compute_imatrix(k_checkpoint, CALIBRATION, tmp_path / "whole.gguf", chunk_tokens=32)
     total = uninterrupted.chunks

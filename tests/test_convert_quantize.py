@@ -17,7 +17,14 @@ from conftest import run_cli, write_tiny_llama
 from bayling_local.backends.base import GenerationConfig, LoadOptions
 from bayling_local.convert import to_gguf
 from bayling_local.convert.logits import gguf_logits, llama_for_logits
-from bayling_local.convert.quantize import QUANT_TYPES, ggml_type_name, quantize_gguf, read_gguf_bits_per_weight
+from bayling_local.convert.quantize import (
+    QUANT_TYPES,
+    QuantizeError,
+    ggml_type_name,
+    quantize_gguf,
+    read_gguf_bits_per_weight,
+    run_llama_quantizer,
+)
 from bayling_local.errors import UsageError
 from bayling_local.gguf_header import read_gguf_header
 from bayling_local.model import open_model
@@ -97,6 +104,21 @@ def test_types_that_require_an_importance_matrix_are_refused_without_one(k_llama
     done = run_cli("convert", str(checkpoint), "--quant", "iq1_m", "--out", str(tmp_path / "x.gguf"))
     assert done.returncode == 2 and "iq1_m needs an importance matrix" in done.stderr.decode()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("quant", list(QUANT_TYPES))
+def test_requires_imatrix_marks_exactly_the_types_libllama_refuses_without_one(quant, k_llama, tmp_path):
+    # Straight to libllama, past our own check: the table must say what llama.cpp does, no more, no less.
+    _, f16 = k_llama
+    target = QUANT_TYPES[quant]
+    try:
+        run_llama_quantizer(f16, tmp_path / f"{quant}.gguf", target)
+        refused = False
+    except QuantizeError as error:
+        assert "requires an imatrix" in str(error), str(error)
+        refused = True
+    assert refused == target.requires_imatrix
+    assert refused == (not (tmp_path / f"{quant}.gguf").exists())
 
 
 def test_convert_to_a_k_quant_goes_into_the_store_through_an_intermediate(k_llama, tmp_path, monkeypatch):

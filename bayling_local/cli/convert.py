@@ -11,10 +11,18 @@ from typing import Annotated
 import typer
 
 from bayling_local.cli.options import ChatFormatOption
-from bayling_local.cli.output import human_size, print_table
+from bayling_local.cli.output import print_table
+from bayling_local.units import human_size
+
+FORMAT_ONLY_OPTIONS = {
+    "gguf": ("allow_pickle", "imatrix", "calibration", "verify", "texts"),
+    "onnx": ("block_size", "export_device"),
+}
+"""Options that only one --to format reads: given with the other, they are refused rather than dropped."""
 
 
 def convert(
+    ctx: typer.Context,
     checkpoint: Annotated[
         str | None, typer.Argument(help="Hugging Face checkpoint folder (config.json, safetensors, tokenizer) or store name.")
     ] = None,
@@ -50,11 +58,12 @@ def convert(
         return
     if checkpoint is None:
         raise UsageError("name a checkpoint folder or store name to convert (or pass --list-quants)")
+    if to not in FORMAT_ONLY_OPTIONS:
+        raise UsageError(f"unknown output format '{to}'; convert writes: {', '.join(FORMAT_ONLY_OPTIONS)}")
+    _refuse_options_of_other_formats(ctx, to)
     if to == "onnx":
         _to_onnx(checkpoint, quant, out, name, chat_format, force, block_size, export_device)
         return
-    if to != "gguf":
-        raise UsageError(f"unknown output format '{to}'; convert writes: gguf, onnx")
     from bayling_local.convert import to_gguf
 
     with _progress() as progress:
@@ -73,14 +82,33 @@ def convert(
         print(f"fidelity report: {result.report} (and .md)")
 
 
+def _refuse_options_of_other_formats(ctx: typer.Context, to: str) -> None:
+    """Refuse options that --to `to` would ignore, when the command line (or the environment) gave them;
+    a default value is not "given", so `--to onnx` alone never trips over --imatrix's default."""
+    from bayling_local.errors import UsageError
+
+    foreign = {name for fmt, names in FORMAT_ONLY_OPTIONS.items() if fmt != to for name in names}
+    given = [p.opts[0] for p in ctx.command.params if p.name in foreign and _given(ctx, p.name)]
+    if given:
+        other = " or ".join(f"--to {fmt}" for fmt in FORMAT_ONLY_OPTIONS if fmt != to)
+        raise UsageError(f"{', '.join(given)} only with {other}, not with --to {to}; "
+                         f"drop {'it' if len(given) == 1 else 'them'} or change --to")
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    # By name: recent typer ships its own copy of click, whose ParameterSource is not click.core's.
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
 def _to_onnx(checkpoint: str, quant: str, out: str | None, name: str | None, chat_format: str | None,
              force: bool, block_size: int, export_device: str) -> None:
     """ONNX goes into the store (default name `<checkpoint>-onnx-<precision>`), or to the folder --out."""
     if out is None:
-        from bayling_local.store import convert_to_onnx_entry
+        from bayling_local.convert.onnx_store import to_onnx_entry
 
-        model = convert_to_onnx_entry(checkpoint, quant, name=name, chat_format=chat_format, force=force,
-                                      block_size=block_size, export_device=export_device)
+        model = to_onnx_entry(checkpoint, quant, name=name, chat_format=chat_format, force=force,
+                              block_size=block_size, export_device=export_device)
         what = f"ONNX {model.manifest.quant}, {human_size(model.manifest.size)}, chat format {model.manifest.chat_format}"
         print(f"imported '{model.name}' ({what}) into {model.path.parent.parent}")
         return

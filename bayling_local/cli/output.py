@@ -5,6 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from bayling_local.units import human_size  # the verbs' tables show sizes; the TUI imports it from units
+
+__all__ = ["human_size", "print_table"]
+
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     if not sys.stdout.isatty():
@@ -18,12 +22,3 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
     for row in rows:
         table.add_row(*(str(cell) for cell in row))
     Console().print(table)
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"

@@ -14,10 +14,10 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, ProgressBar, Static
 
-from bayling_local.cli.output import human_size
 from bayling_local.store import StoredModel, import_model, list_models
 from bayling_local.tui.errors import describe
 from bayling_local.tui.widgets.top_bar import TopBar
+from bayling_local.units import human_size
 
 COLUMNS = ("name", "format", "quant", "size", "context", "languages", "source")
 CONVERT_HINT = "quant: q4_k_m, q8_0, f16 … (GGUF, into the store) or onnx:int4|int8|fp16|fp32"
@@ -215,11 +215,11 @@ class ModelsScreen(Screen):
 def _run_conversion(source: str, quant: str, progress) -> str:
     """Convert with the library the CLI uses; returns the line to show when it is done."""
     from bayling_local.convert import to_gguf
-    from bayling_local.store import convert_to_onnx_entry
+    from bayling_local.convert.onnx_store import to_onnx_entry
 
     if quant.startswith("onnx:"):
         progress("onnx", 0, 1)  # ONNX export has no progress of its own; this is the cancel point
-        model = convert_to_onnx_entry(source, quant.removeprefix("onnx:"))
+        model = to_onnx_entry(source, quant.removeprefix("onnx:"))
         return f"converted to {model.name} (ONNX {model.manifest.quant}, {human_size(model.manifest.size)})"
     result = to_gguf(source, quant, progress=progress)
     return f"converted to {result.store_name or result.path} ({result.quant}, {human_size(result.size)})"
