@@ -105,6 +105,21 @@ def test_final_checkpoint_is_consolidated_with_tokenizer_template_and_recipe(tin
 
 
 @pytest.mark.slow
+def test_intermediate_checkpoints_carry_the_tokenizer_and_chat_template(tiny_run):
+    from bayling_local.prompts import detect_chat_format
+
+    checkpoint = tiny_run.output_dir / "checkpoint-10"
+    assert (checkpoint / "tokenizer.json").is_file()
+    assert detect_chat_format((checkpoint / "chat_template.jinja").read_text("utf-8")) == "bayling-3"
+
+
+@pytest.mark.slow
+def test_tokenized_data_is_cached_once_and_reused(tiny_run):
+    caches = [p for p in (tiny_run.output_dir / "tokenized").iterdir() if p.is_dir()]
+    assert len(caches) == 2 and all((p / "meta.json").is_file() for p in caches)  # train and eval
+
+
+@pytest.mark.slow
 def test_resume_after_a_stop_matches_the_uninterrupted_run(tiny_run, tmp_path):
     recipe = {**tiny_run.recipe, "train": {**tiny_run.recipe["train"], "output_dir": str(tmp_path / "run")}}
     path = write_recipe(tmp_path / "recipe.yaml", recipe)
@@ -262,6 +277,37 @@ def test_max_length_smaller_than_the_template_gives_one_line(tmp_path, llama3_di
     done = run_cli("train", "sft", str(write_recipe(tmp_path / "r.yaml", recipe)), timeout=180)
     line = _one_error_line(done)
     assert "train.max_length (16) is not more than the bayling-3 template itself (32 tokens" in line
+
+
+def test_warmup_ratio_must_be_a_share_below_one(tmp_path, llama2_style_dir):
+    from bayling_local.training.config import recipe_from_mapping
+    from bayling_local.training.typed import RecipeError
+
+    for bad in (1.0, 5, -0.1):
+        recipe = tiny_recipe(tmp_path, llama2_style_dir, warmup_ratio=bad)
+        with pytest.raises(RecipeError, match="train.warmup_ratio .* is a share of the steps"):
+            recipe_from_mapping(recipe, tmp_path / "r.yaml")
+    recipe = recipe_from_mapping(tiny_recipe(tmp_path, llama2_style_dir, warmup_ratio=0.05), tmp_path / "r.yaml")
+    from bayling_local.training.trainer import training_arguments
+
+    arguments = training_arguments(recipe.train, tmp_path / "run", None, has_eval=False)
+    assert arguments.get_warmup_steps(200) == 10
+
+
+def test_custom_zero3_json_without_the_16bit_gather_is_refused_with_one_line(tmp_path, llama2_style_dir):
+    config = json.loads((Path(deepspeed_config.__code__.co_filename).parent / "zero3.json").read_text("utf-8"))
+    del config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]
+    (tmp_path / "my-zero3.json").write_text(json.dumps(config), "utf-8")
+    path = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, llama2_style_dir, deepspeed="my-zero3.json"))
+    line = _one_error_line(run_module(str(path), timeout=180))
+    assert 'my-zero3.json uses ZeRO-3 without "stage3_gather_16bit_weights_on_model_save": true' in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_packing_with_flash_attention_and_two_rows_per_micro_batch_is_refused_with_one_line(tmp_path, llama2_style_dir):
+    recipe = tiny_recipe(tmp_path, llama2_style_dir, attn_implementation="flash_attention_2", micro_batch_size=2)
+    line = _one_error_line(run_module(str(write_recipe(tmp_path / "r.yaml", recipe)), timeout=180))
+    assert "set train.micro_batch_size: 1 and raise train.gradient_accumulation" in line
 
 
 def test_resume_without_a_checkpoint_and_restart_over_checkpoints_are_refused(tmp_path, llama2_style_dir):

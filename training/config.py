@@ -152,6 +152,11 @@ class TrainConfig:
         default=True,
         metadata=_doc("Pack several examples into one sequence (position ids restart, no attention across examples)."),
     )
+    token_cache: str | None = field(
+        default=None,
+        metadata=_doc("Folder for the tokenized data (memory-mapped, keyed by data, tokenizer and settings; "
+                      "default: <output_dir>/tokenized)."),
+    )
     deepspeed: str | None = field(
         default="zero2",
         metadata=_doc("zero2, zero3, zero2-offload, zero3-offload, a DeepSpeed JSON path, or null for no DeepSpeed."),
@@ -289,6 +294,11 @@ def _check_train(train: TrainConfig, origin: str) -> None:
     for key in ("max_length", "micro_batch_size", "gradient_accumulation", "save_steps", "logging_steps"):
         if getattr(train, key) < 1:
             raise RecipeError(f"{origin}: train.{key} must be at least 1")
+    if not 0 <= train.warmup_ratio < 1:
+        raise RecipeError(
+            f"{origin}: train.warmup_ratio ({train.warmup_ratio}) is a share of the steps, from 0 up to (not "
+            "including) 1; e.g. 0.03"
+        )
 
 
 def recipe_reference() -> list[tuple[str, str, str]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bayling_local.errors import BaylingError, UsageError
 from bayling_local.training.config import Recipe, load_recipe
+from bayling_local.training.packing import attention_of, check_packed_attention
 
 
 def run_sft(recipe: Recipe, *, resume: bool = False, stop_after: int | None = None) -> Path | None:
@@ -27,6 +28,7 @@ def run_sft(recipe: Recipe, *, resume: bool = False, stop_after: int | None = No
     output_dir = recipe.resolve(train.output_dir)
     checkpoint = _check_output_dir(output_dir, resume)
     ds_config = _deepspeed_config(recipe)
+    check_packed_attention(train.attn_implementation, train.micro_batch_size, train.packing)
 
     from bayling_local.training import trainer as parts
 
@@ -35,6 +37,7 @@ def run_sft(recipe: Recipe, *, resume: bool = False, stop_after: int | None = No
     parts.warn_if_bf16_is_emulated(train)
     tokenizer = parts.load_tokenizer(recipe, train)
     chat_format = parts.chat_format_for(train, tokenizer)
+    parts.attach_chat_template(tokenizer, chat_format)
     datasets = parts.build_datasets(recipe, train, tokenizer, chat_format)
     args = parts.training_arguments(train, output_dir, ds_config, datasets.eval is not None)
     if ds_config is not None:
@@ -43,6 +46,7 @@ def run_sft(recipe: Recipe, *, resume: bool = False, stop_after: int | None = No
         parts.skip_shared_memory_comm_build_on_cpu()
         deepspeed.init_distributed()  # before the model: ZeRO-3 partitions it as it is built
     model = parts.build_model(recipe, train, tokenizer, _model_dtype(train, ds_config))
+    check_packed_attention(attention_of(model), train.micro_batch_size, train.packing)  # the model's default
     trainer = _trainer(parts, model, args, datasets, tokenizer, output_dir)
     if stop_after is not None:
         trainer.add_callback(parts.StopAfterStep(stop_after))
@@ -104,6 +108,7 @@ def _trainer(parts, model, args, datasets, tokenizer, output_dir: Path):
         train_dataset=datasets.train,
         eval_dataset=datasets.eval,
         data_collator=SftCollator(parts.pad_token_id(tokenizer)),
+        processing_class=tokenizer,  # saved into every checkpoint-N, with the chat template set on it
         callbacks=[parts.JsonlLogCallback(output_dir / parts.LOG_FILE)],
     )
 

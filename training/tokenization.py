@@ -14,7 +14,7 @@ across examples. Padding is appended as a block of its own for the same reason.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,14 +48,17 @@ class PackedSequence:
         return len(self.input_ids)
 
 
-def load_conversations(paths: Sequence[Path]) -> list[list[Message]]:
-    """Every conversation of the JSONL files (messages, ShareGPT or Alpaca lines), checked."""
-    conversations = []
+def iter_conversations(paths: Sequence[Path]) -> Iterator[list[Message]]:
+    """Every conversation of the JSONL files (messages, ShareGPT or Alpaca lines), checked, one at a time."""
     for path in paths:
         for where, record in read_jsonl_records(path):
             turns = messages_from_record(record, where)
-            conversations.append([{"role": role, "content": content} for role, content in turns])
-    return conversations
+            yield [{"role": role, "content": content} for role, content in turns]
+
+
+def load_conversations(paths: Sequence[Path]) -> list[list[Message]]:
+    """Every conversation of the JSONL files as a list (small sets; large ones go through `token_cache`)."""
+    return list(iter_conversations(paths))
 
 
 def conversation_segments(

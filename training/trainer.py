@@ -22,7 +22,7 @@ from bayling_local.training.chat_templates import CHAT_TEMPLATES
 from bayling_local.training.config import Recipe, TrainConfig, save_recipe
 from bayling_local.training.data.build import MixPaths
 from bayling_local.training.data.records import DataError
-from bayling_local.training.tokenization import SftDataset, encode_all, load_conversations, pack, unpacked
+from bayling_local.training.token_cache import CacheSpec, TokenCache, build_or_open
 
 LOG_FILE = "train_log.jsonl"
 FINAL_DIR = "final"
@@ -109,6 +109,12 @@ def chat_format_for(train: TrainConfig, tokenizer) -> ChatFormat:
     )
 
 
+def attach_chat_template(tokenizer, chat_format: ChatFormat) -> None:
+    """Set the format's template on the tokenizer, so every save (checkpoint-N, final) carries it."""
+    if chat_format.id in CHAT_TEMPLATES:
+        tokenizer.chat_template = CHAT_TEMPLATES[chat_format.id]
+
+
 def pad_token_id(tokenizer) -> int:
     for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
         if candidate is not None:
@@ -121,8 +127,8 @@ def pad_token_id(tokenizer) -> int:
 
 @dataclass(frozen=True)
 class Datasets:
-    train: SftDataset
-    eval: SftDataset | None
+    train: TokenCache
+    eval: TokenCache | None
     examples: int
     dropped: int
 
@@ -145,16 +151,26 @@ def _has_lines(path: Path) -> bool:
 
 
 def build_datasets(recipe: Recipe, train: TrainConfig, tokenizer, chat_format: ChatFormat) -> Datasets:
+    """Training and eval rows, tokenized once into the on-disk cache and mapped by every process."""
     train_paths, eval_paths = data_paths(recipe, train)
-    encoded, dropped = encode_all(load_conversations(train_paths), tokenizer, chat_format, train.max_length)
-    if not encoded:
+    train_set = _cached(recipe, train, train_paths, tokenizer, chat_format)
+    if len(train_set) == 0:
         raise DataError(f"no usable training examples in {', '.join(map(str, train_paths))}")
-    rows = pack(encoded, train.max_length) if train.packing else unpacked(encoded)
-    eval_set = None
-    if eval_paths:
-        eval_encoded, _ = encode_all(load_conversations(eval_paths), tokenizer, chat_format, train.max_length)
-        eval_set = SftDataset(pack(eval_encoded, train.max_length) if train.packing else unpacked(eval_encoded))
-    return Datasets(SftDataset(rows), eval_set, len(encoded), dropped)
+    eval_set = _cached(recipe, train, eval_paths, tokenizer, chat_format) if eval_paths else None
+    return Datasets(train_set, eval_set, train_set.examples, train_set.dropped)
+
+
+def token_cache_dir(recipe: Recipe, train: TrainConfig) -> Path:
+    return recipe.resolve(train.token_cache) if train.token_cache else recipe.resolve(train.output_dir) / "tokenized"
+
+
+def _cached(recipe: Recipe, train: TrainConfig, paths: list[Path], tokenizer, chat_format: ChatFormat) -> TokenCache:
+    spec = CacheSpec(tuple(paths), train.max_length, train.packing)
+    return build_or_open(token_cache_dir(recipe, train), spec, tokenizer, chat_format, announce=_note)
+
+
+def _note(text: str) -> None:
+    print(text, file=sys.stderr)
 
 
 # --- model ----------------------------------------------------------------------------------------
@@ -205,7 +221,7 @@ def training_arguments(train: TrainConfig, output_dir: Path, ds_config: dict | N
         learning_rate=train.learning_rate,
         weight_decay=train.weight_decay,
         lr_scheduler_type=train.lr_scheduler,
-        warmup_steps=train.warmup_ratio,  # a value below 1 is a ratio of the total steps
+        **warmup_arguments(train.warmup_ratio),
         num_train_epochs=train.epochs,
         max_steps=train.max_steps or -1,
         max_grad_norm=train.max_grad_norm,
@@ -230,6 +246,16 @@ def training_arguments(train: TrainConfig, output_dir: Path, ds_config: dict | N
         disable_tqdm=not sys.stderr.isatty(),
         include_num_input_tokens_seen="all",  # logs tokens seen and train_tokens_per_second
     )
+
+
+def warmup_arguments(ratio: float) -> dict:
+    """The warm-up as a share of the total steps: `warmup_ratio` where TrainingArguments still has it
+    (transformers 4), else `warmup_steps`, which transformers 5 reads as a ratio below 1 (the recipe
+    check keeps it below 1, so it is never taken for a step count)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return {"warmup_ratio": ratio} if "warmup_ratio" in names else {"warmup_steps": ratio}
 
 
 def report_targets(train: TrainConfig) -> list[str]:
@@ -283,8 +309,7 @@ def save_final(trainer, tokenizer, recipe: Recipe, chat_format: ChatFormat, targ
         model.generation_config.pad_token_id = pad_token_id(tokenizer)
     trainer.save_model(str(target))  # every rank takes part in the ZeRO-3 gather
     if trainer.is_world_process_zero():
-        if chat_format.id in CHAT_TEMPLATES:
-            tokenizer.chat_template = CHAT_TEMPLATES[chat_format.id]
+        attach_chat_template(tokenizer, chat_format)
         tokenizer.save_pretrained(str(target))
         save_recipe(recipe, target / "bayling_recipe.yaml")
         (target / "training_args.bin").unlink(missing_ok=True)  # pickled; converters need not read it

@@ -122,20 +122,27 @@ def _check_turns(turns: tuple[tuple[str, str], ...], where: str) -> None:
 
 
 def read_jsonl_records(path, label: str | None = None):
-    """(where, record) for every non-blank line of a JSONL file (or every item of a JSON array)."""
+    """(where, record) for every non-blank line of a JSONL file (or every item of a JSON array).
+
+    JSONL is read line by line, so a multi-gigabyte mix is never held in memory whole."""
     shown = label or str(path)
     try:
-        text = path.read_text("utf-8")
+        if path.suffix == ".json" and _starts_with_bracket(path):
+            yield from _json_array_records(path.read_text("utf-8"), shown)
+            return
+        with path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, start=1):
+                if line.strip():
+                    yield f"{shown}:{number}", _parse_line(line, f"{shown}:{number}")
     except FileNotFoundError:
         raise DataError(f"no data file at {path}") from None
     except UnicodeDecodeError as error:
         raise DataError(f"{shown}: not UTF-8 ({error.reason} at byte {error.start})") from None
-    if path.suffix == ".json" and text.lstrip().startswith("["):
-        yield from _json_array_records(text, shown)
-        return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            yield f"{shown}:{number}", _parse_line(line, f"{shown}:{number}")
+
+
+def _starts_with_bracket(path) -> bool:
+    with path.open("rb") as head:
+        return head.read(4096).lstrip().startswith(b"[")
 
 
 def _json_array_records(text: str, shown: str):

@@ -18,6 +18,7 @@ NAMED_CONFIGS = ("zero2", "zero3", "zero2-offload", "zero3-offload")
 def deepspeed_config(name_or_path: str, *, torch_adam: bool, base_dir: Path | None = None) -> dict:
     """The config for a named preset or a JSON file, with the optimizer choice applied."""
     config = _read(name_or_path, base_dir)
+    _check_zero3_saves_whole_weights(config, name_or_path)
     params = config.get("optimizer", {}).get("params")
     if params is not None:
         # torch's AdamW needs no C++/CUDA build; DeepSpeed's fused/CPU Adam are faster on real clusters.
@@ -43,6 +44,16 @@ def _read(name_or_path: str, base_dir: Path | None) -> dict:
         return json.loads(path.read_text("utf-8"))
     except json.JSONDecodeError as error:
         raise RecipeError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+
+
+def _check_zero3_saves_whole_weights(config: dict, source: str) -> None:
+    # Without the gather, save_model under ZeRO-3 writes only this rank's (empty) partitions into
+    # final/, which no converter can read; found only after the whole run, so refuse it up front.
+    if zero_stage(config) == 3 and config["zero_optimization"].get("stage3_gather_16bit_weights_on_model_save") is not True:
+        raise RecipeError(
+            f"train.deepspeed: {source} uses ZeRO-3 without \"stage3_gather_16bit_weights_on_model_save\": true "
+            "under zero_optimization, so the final checkpoint would be unreadable shards; add it to the JSON"
+        )
 
 
 def _offloads_optimizer(config: dict) -> bool:
