@@ -46,7 +46,10 @@ TermsOption = Annotated[
 InputOption = Annotated[
     Path | None,
     typer.Option(
-        "--input", "-i", help="File to translate: text, JSONL, TSV, CSV, SRT or Markdown.", rich_help_panel=FILE_PANEL
+        "--input",
+        "-i",
+        help="File to translate: text, JSONL, TSV, CSV, SRT, Markdown, XLIFF or PO.",
+        rich_help_panel=FILE_PANEL,
     ),
 ]
 OutputOption = Annotated[
@@ -63,7 +66,7 @@ FormatOption = Annotated[
     str | None,
     typer.Option(
         "--format",
-        help="text, jsonl, tsv, csv, srt or markdown. Default: from the extension.",
+        help="text, jsonl, tsv, csv, srt, markdown, xliff or po. Default: from the extension.",
         rich_help_panel=FILE_PANEL,
     ),
 ]
@@ -116,6 +119,38 @@ RestartOption = Annotated[
         "--restart", help="Drop the journal of an unfinished run instead of continuing it.", rich_help_panel=FILE_PANEL
     ),
 ]
+TmOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--tm",
+        rich_help_panel=FILE_PANEL,
+        help="Translation memory to reuse and fill (SQLite). Default: $BAYLING_HOME/memory.sqlite. Exact hits "
+        "are reused without the model; similar units are shown to it as examples.",
+    ),
+]
+NoTmOption = Annotated[bool, typer.Option("--no-tm", help="Use no translation memory.", rich_help_panel=FILE_PANEL)]
+TmFuzzyOption = Annotated[
+    float,
+    typer.Option(
+        "--tm-fuzzy",
+        min=0.0,
+        max=1.0,
+        help="Memory units at least this similar (0-1) are given to the model as examples.",
+        rich_help_panel=FILE_PANEL,
+    ),
+]
+OverwriteFinalOption = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite-final",
+        help="XLIFF: translate units marked final or signed off too.",
+        rich_help_panel=FILE_PANEL,
+    ),
+]
+NoFuzzyOption = Annotated[
+    bool,
+    typer.Option("--no-fuzzy", help="PO: do not mark machine translations fuzzy.", rich_help_panel=FILE_PANEL),
+]
 JsonLogOption = Annotated[
     str | None,
     typer.Option(
@@ -142,6 +177,11 @@ def translate(
     skip_bad: SkipBadOption = False,
     restart: RestartOption = False,
     json_log: JsonLogOption = None,
+    tm: TmOption = None,
+    no_tm: NoTmOption = False,
+    tm_fuzzy: TmFuzzyOption = 0.75,
+    overwrite_final: OverwriteFinalOption = False,
+    no_fuzzy: NoFuzzyOption = False,
     model: ModelOption = None,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
@@ -176,6 +216,10 @@ def translate(
             "json-log": json_log,
             "skip-bad": skip_bad,
             "restart": restart,
+            "tm": tm,
+            "no-tm": no_tm,
+            "overwrite-final": overwrite_final,
+            "no-fuzzy": no_fuzzy,
         }
         _reject_file_options(given)
         return _translate_text(text, targets, source, glossary, loaded_args, config, max_tokens)
@@ -183,6 +227,8 @@ def translate(
         raise UsageError("give TEXT or -i FILE, not both")
     if glossary:
         raise UsageError("--terms is for TEXT; with -i use --glossary FILE (one term per line)")
+    if tm and no_tm:
+        raise UsageError("give --tm PATH or --no-tm, not both")
     from bayling_local.translate.batch import BatchOptions
     from bayling_local.translate.glossary import load_glossary
 
@@ -200,8 +246,18 @@ def translate(
         max_tokens=max_tokens,
         skip_bad=skip_bad,
         restart=restart,
+        memory=None if no_tm else (tm or _default_memory()),
+        tm_fuzzy=tm_fuzzy,
+        overwrite_final=overwrite_final,
+        mark_fuzzy=not no_fuzzy,
     )
     _translate_file(input_path, targets, options, loaded_args, json_log)
+
+
+def _default_memory() -> Path:
+    from bayling_local.translate.memory import default_path
+
+    return default_path()
 
 
 def _reject_file_options(given: dict) -> None:
@@ -291,6 +347,7 @@ def _print_report(report, *, announce: bool) -> None:
         ]
         + [f"line {s.line}: copied untranslated ({s.reason})" for s in report.skipped]
         + [f"line {e.line} {e.target}: the model gave no translation; the source was kept" for e in report.empty]
+        + [f"line {f.line} {f.target}: flagged for review ({f.problem}); left untranslated" for f in report.flagged]
     )
     if report.glossary_missing:
         print(f"glossary: {len(report.glossary_missing)} required term(s) missing", file=sys.stderr)
@@ -300,7 +357,11 @@ def _print_report(report, *, announce: bool) -> None:
         print(f"  … and {len(problems) - MAX_REPORTED} more (see --json-log)", file=sys.stderr)
     if announce:
         written = ", ".join(sorted({str(p) for p in report.outputs.values()}))
-        print(f"wrote {written} ({report.translated} pieces translated, {report.resumed} resumed)", file=sys.stderr)
+        print(
+            f"wrote {written} ({report.translated} pieces translated, {report.resumed} resumed; memory: "
+            f"{report.tm_exact} exact, {report.tm_fuzzy} fuzzy-assisted, {report.fresh} fresh)",
+            file=sys.stderr,
+        )
 
 
 def read_stdin_lines() -> list[str]:

@@ -9,6 +9,7 @@ the journal. `translate_file` does both. Front ends pass a progress callback and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import threading
 import time
@@ -25,8 +26,11 @@ from bayling_local.translate.document import Document, ReadOptions
 from bayling_local.translate.files import journal_path, output_paths, read_input, write_atomically
 from bayling_local.translate.formats import FileFormat, format_for_path, get_format
 from bayling_local.translate.glossary import Glossary, GlossaryTerm, missing_terms
+from bayling_local.translate.hints import hinted_messages
 from bayling_local.translate.journal import Journal, JournalEntry, text_hash
-from bayling_local.translate.report import BatchProgress, BatchReport, EmptyTranslation, GlossaryMiss
+from bayling_local.translate.memory import DEFAULT_FUZZY, MACHINE, REJECTED, FuzzyMatch, MemoryUnit, TranslationMemory
+from bayling_local.translate.placeholders import Placeholder, problems
+from bayling_local.translate.report import BatchProgress, BatchReport, EmptyTranslation, FlaggedSegment, GlossaryMiss
 from bayling_local.translate.segment import DEFAULT_MAX_CHARS, SplitText, join_pieces, split_segment
 
 __all__ = [
@@ -70,6 +74,14 @@ class BatchOptions:
     skip_bad: bool = False
     restart: bool = False
     """Delete an existing journal instead of continuing it."""
+    memory: Path | None = None
+    """The translation memory (SQLite) to reuse and fill; None: none."""
+    tm_fuzzy: float = DEFAULT_FUZZY
+    """Memory units at least this similar (0-1) are given to the model as examples."""
+    overwrite_final: bool = False
+    """XLIFF: translate units marked final / signed off too."""
+    mark_fuzzy: bool = True
+    """PO: mark machine translations fuzzy."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,13 @@ class WorkItem:
     target: Language
     text: str
     terms: tuple[GlossaryTerm, ...] = ()
+    context: str = ""
+    notes: str = ""
+    placeholders: tuple[Placeholder, ...] = ()
+    examples: tuple[FuzzyMatch, ...] = ()
+    """Similar units from the translation memory, shown to the model."""
+    retry: str = ""
+    """What the first answer got wrong, restated on the second try."""
 
     @property
     def key(self) -> tuple[int, int, str, str]:
@@ -126,13 +145,22 @@ def prepare_batch(input_path: str | Path, targets: Sequence[Language], options: 
     file_format = get_format(options.format) if options.format else format_for_path(path)
     text = read_input(path)
     outputs = output_paths(path, targets, options.output, file_format.one_file_per_target)
-    read_options = ReadOptions(path.name, options.field, options.column, options.skip_bad)
+    read_options = ReadOptions(
+        path.name, options.field, options.column, options.skip_bad, options.overwrite_final, options.mark_fuzzy
+    )
     document = file_format.read(text, read_options)
     source, detected = options.source, False
     if source is None and options.detect_source:
         source, detected = detect_language(s.text for s in document.segments), True
-    splits = [split_segment(s.text, options.max_chars, source) for s in document.segments]
-    items = list(_work_items(splits, list(targets), source, options.glossary))
+    # A segment with placeholders is never cut: a tag pair may span its sentences.
+    splits = [
+        split_segment(s.text, len(s.text) if s.placeholders else options.max_chars, source) for s in document.segments
+    ]
+    items = [
+        replace(item, context=segment.context, notes=segment.notes, placeholders=segment.placeholders)
+        for item in _work_items(splits, list(targets), source, options.glossary)
+        for segment in (document.segments[item.segment],)
+    ]
     return BatchPlan(
         path,
         file_format,
@@ -174,7 +202,8 @@ def run_batch(
     is between batches. A KeyboardInterrupt leaves the journal as it was after the last batch.
     """
     journal = Journal.open(plan.journal_path, journal_settings(model, plan), restart=plan.options.restart)
-    run = _Run(model, plan, journal, progress)
+    memory = TranslationMemory.open(plan.options.memory) if plan.options.memory is not None else None
+    run = _Run(model, plan, journal, progress, memory)
     try:
         if run.translate_pending(cancel):
             _write_outputs(plan, journal, run.report)
@@ -183,6 +212,8 @@ def run_batch(
         return run.finish()
     finally:
         journal.close()
+        if memory is not None:
+            memory.close()
 
 
 @dataclass
@@ -193,6 +224,7 @@ class _Run:
     plan: BatchPlan
     journal: Journal
     progress: ProgressCallback | None
+    memory: TranslationMemory | None = None
     started: float = field(default_factory=time.monotonic)
     report: BatchReport = field(init=False)
 
@@ -214,20 +246,63 @@ class _Run:
         """Translate, batch by batch, the pieces the journal lacks; False when cancelled."""
         pending = [item for item in self.plan.items if self.journal.get(item.key) is None]
         self.report.resumed = len(self.plan.items) - len(pending)
+        if self.memory is not None:
+            pending = self.reuse_memory(pending)
         size = max(1, self.plan.options.batch_size)
         batches = [pending[i : i + size] for i in range(0, len(pending), size)]
         self.notify(0, len(batches))
         for number, batch in enumerate(batches, start=1):
             if cancel is not None and cancel.is_set():
                 return False
-            entries = _translate(self.model, batch, self.plan.options)
+            entries = _translate_checked(self.model, batch, self.plan.options)
             if entries is None:  # the backend honoured `cancel` mid-batch: unfinished, not journaled
                 return False
             self.journal.record(entries)
+            self.remember(batch, entries)
             self.report.translated += len(entries)
             self.report.tokens += sum(entry.tokens for entry in entries)
             self.notify(number, len(batches))
         return True
+
+    def reuse_memory(self, pending: list[WorkItem]) -> list[WorkItem]:
+        """Journal the exact memory hits (no model call); give the rest their fuzzy matches as examples."""
+        hits, rest = [], []
+        for item in pending:
+            unit = self.memory.exact(item.text, _code(self.plan.source), item.target.code, item.context)
+            if unit is not None:
+                flag = unit.target if unit.origin == REJECTED else ""
+                text = "" if flag else unit.target
+                hits.append(JournalEntry(item.segment, item.piece, item.target.code, item.key[3], text, 0, flag))
+                continue
+            examples = self.memory.fuzzy(
+                item.text, _code(self.plan.source), item.target.code, self.plan.options.tm_fuzzy
+            )
+            rest.append(replace(item, examples=tuple(examples)))
+        if hits:
+            self.journal.record(hits)
+        self.report.tm_exact += len(hits)
+        self.report.tm_fuzzy += sum(1 for item in rest if item.examples)
+        return rest
+
+    def remember(self, batch: list[WorkItem], entries: list[JournalEntry]) -> None:
+        """Store what the model wrote; a rejected answer is stored as its problem, never as a translation."""
+        if self.memory is None:
+            return
+        name = self.model.name
+        source = _code(self.plan.source)
+        self.memory.add(
+            MemoryUnit(
+                item.text,
+                entry.flag or entry.text,
+                source,
+                item.target.code,
+                item.context,
+                REJECTED if entry.flag else MACHINE,
+                name,
+            )
+            for item, entry in zip(batch, entries)
+            if entry.text or entry.flag
+        )
 
     def notify(self, batch: int, batches: int) -> None:
         if self.progress is not None:
@@ -242,11 +317,49 @@ class _Run:
         return self.report
 
 
+def _code(language: Language | None) -> str:
+    return language.code if language is not None else ""
+
+
+def _translate_checked(model: Model, batch: list[WorkItem], options: BatchOptions) -> list[JournalEntry] | None:
+    """`_translate`, then once more for answers that broke their placeholders (the rule restated); an
+    answer still broken is flagged, so no writer ever puts it into a file."""
+    entries = _translate(model, batch, options)
+    if entries is None:
+        return None
+    broken = {
+        i: "; ".join(found) for i, item in enumerate(batch) if (found := problems(item.placeholders, entries[i].text))
+    }
+    if not broken:
+        return entries
+    retried = _translate(model, [replace(batch[i], retry=problem) for i, problem in broken.items()], options)
+    if retried is None:
+        return None
+    for i, entry in zip(broken, retried):
+        found = problems(batch[i].placeholders, entry.text)
+        entries[i] = replace(entry, tokens=entries[i].tokens + entry.tokens, flag="; ".join(found))
+    return entries
+
+
+def _messages(item: WorkItem) -> list:
+    glossary = [term.target for term in item.terms]
+    if not (item.context or item.notes or item.placeholders or item.examples or item.retry):
+        return translation_messages(item.text, item.target, glossary=glossary)
+    return hinted_messages(
+        item.text,
+        item.target,
+        glossary=glossary,
+        context=item.context,
+        notes=item.notes,
+        placeholders=item.placeholders,
+        examples=item.examples,
+        retry=item.retry,
+    )
+
+
 def _translate(model: Model, batch: list[WorkItem], options: BatchOptions) -> list[JournalEntry] | None:
     """The batch's journal entries; None when generation was cancelled before it finished."""
-    conversations = [
-        translation_messages(item.text, item.target, glossary=[term.target for term in item.terms]) for item in batch
-    ]
+    conversations = [_messages(item) for item in batch]
     completions = model.chat_batch(conversations, _batch_config(model, batch, options))
     if any(c.finish_reason == "cancelled" for c in completions):
         return None
@@ -266,12 +379,28 @@ def _batch_config(model: Model, batch: list[WorkItem], options: BatchOptions) ->
 
 def _write_outputs(plan: BatchPlan, journal: Journal, report: BatchReport) -> None:
     texts = {target.code: _segment_texts(plan, journal, target, report) for target in plan.targets}
+    flags = _flags(plan, journal, report)
     write = plan.file_format.write
+    if plan.file_format.takes_flags:
+        write = functools.partial(write, flags=flags)
     if plan.file_format.one_file_per_target:
-        for code, path in plan.outputs.items():
-            write_atomically(path, write(plan.document, {code: texts[code]}))
+        rendered = {code: write(plan.document, {code: texts[code]}) for code in plan.outputs}
+        for code, path in plan.outputs.items():  # every output rendered (and checked) before any is written
+            write_atomically(path, rendered[code])
     else:
         write_atomically(next(iter(plan.outputs.values())), write(plan.document, texts))
+
+
+def _flags(plan: BatchPlan, journal: Journal, report: BatchReport) -> dict[str, dict[int, str]]:
+    """Target code -> segment index -> why its translation was rejected; each also becomes a report line."""
+    flags: dict[str, dict[int, str]] = {target.code: {} for target in plan.targets}
+    for item in plan.items:
+        entry = journal.get(item.key)
+        if entry is not None and entry.flag:
+            flags[item.target.code][item.segment] = entry.flag
+            line = plan.document.segments[item.segment].line
+            report.flagged.append(FlaggedSegment(line, item.target.code, entry.flag))
+    return flags
 
 
 def _segment_texts(plan: BatchPlan, journal: Journal, target: Language, report: BatchReport) -> list[str]:
@@ -298,7 +427,10 @@ def _piece_text(item: WorkItem | None, source_text: str, line: int, journal: Jou
     """A piece's translation from the journal (the source where there was none), checked for terms."""
     if item is None:
         return source_text
-    translation = journal.get(item.key).text
+    entry = journal.get(item.key)
+    translation = entry.text
+    if entry.flag:
+        return source_text  # rejected: the writer marks the segment for review instead
     if not translation:
         report.empty.append(EmptyTranslation(line, item.target.code))
         translation = source_text

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bayling_local.errors import InputTextError
+from bayling_local.translate.placeholders import Placeholder
 
 LINE = re.compile(r"([^\r\n]*)(\r\n|\n|\r|$)")
 
@@ -21,6 +22,12 @@ class Segment:
 
     text: str
     line: int
+    context: str = ""
+    """What tells this text apart from the same words elsewhere (PO msgctxt): in the prompt and the TM key."""
+    notes: str = ""
+    """Translator notes and comments (XLIFF <note>, PO #.): shown to the model, not part of the TM key."""
+    placeholders: tuple[Placeholder, ...] = ()
+    """Tokens the translation must carry (inline codes, format specifiers); such a segment is never split."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,10 @@ class ReadOptions:
     """TSV/CSV: the header of the column to translate."""
     skip_bad: bool = False
     """Copy bad records through untranslated (reported) instead of stopping."""
+    overwrite_final: bool = False
+    """XLIFF: translate units a person marked final or signed off too."""
+    mark_fuzzy: bool = True
+    """PO: mark machine translations `fuzzy`, so a reviewer sees what a machine wrote."""
 
 
 def split_lines(text: str) -> list[tuple[str, str]]:

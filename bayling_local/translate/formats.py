@@ -15,12 +15,15 @@ from bayling_local.translate.document import Document, ReadOptions
 from bayling_local.translate.format_delimited import read_csv, read_tsv, write_csv, write_tsv
 from bayling_local.translate.format_jsonl import read_jsonl, write_jsonl
 from bayling_local.translate.format_markdown import read_markdown, write_markdown
+from bayling_local.translate.format_po import read_po, write_po
 from bayling_local.translate.format_srt import read_srt, write_srt
 from bayling_local.translate.format_text import read_text, write_text
+from bayling_local.translate.format_xliff import read_xliff, write_xliff
 
 Reader = Callable[[str, ReadOptions], Document]
 Writer = Callable[[Document, Mapping[str, Sequence[str]]], str]
-"""(document, target code -> a translation per segment) -> the output file's text."""
+"""(document, target code -> a translation per segment) -> the output file's text. A format with placeholders
+(`takes_flags`) is also given `flags`: target code -> segment index -> why its translation was rejected."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class FileFormat:
     read: Reader
     write: Writer
     one_file_per_target: bool
+    takes_flags: bool = False
 
 
 FORMATS: dict[str, FileFormat] = {
@@ -44,9 +48,13 @@ FORMATS: dict[str, FileFormat] = {
         FileFormat(
             "markdown", (".md", ".markdown"), "code, URLs, front matter kept", read_markdown, write_markdown, True
         ),
+        FileFormat(
+            "xliff", (".xlf", ".xliff"), "XLIFF 1.2/2.x, inline codes kept", read_xliff, write_xliff, True, True
+        ),
+        FileFormat("po", (".po", ".pot"), "gettext, plurals and format specifiers kept", read_po, write_po, True, True),
     )
 }
-ALIASES = {"txt": "text", "md": "markdown", "ndjson": "jsonl"}
+ALIASES = {"txt": "text", "md": "markdown", "ndjson": "jsonl", "xlf": "xliff", "pot": "po"}
 
 
 def get_format(name: str) -> FileFormat:

@@ -40,6 +40,8 @@ class JournalEntry:
     """`text_hash` of the piece's source text: an edited input line is translated again."""
     text: str
     tokens: int = 0
+    flag: str = ""
+    """Why the integrity check rejected `text` (a placeholder lost); empty when the translation is sound."""
 
     @property
     def key(self) -> tuple[int, int, str, str]:

@@ -52,6 +52,15 @@ class EmptyTranslation:
     target: str
 
 
+@dataclass(frozen=True)
+class FlaggedSegment:
+    """A segment whose translation broke its placeholders twice: written untranslated and marked for review."""
+
+    line: int
+    target: str
+    problem: str
+
+
 @dataclass
 class BatchReport:
     input: Path
@@ -70,6 +79,16 @@ class BatchReport:
     glossary_missing: list[GlossaryMiss] = field(default_factory=list)
     skipped: list[SkippedLine] = field(default_factory=list)
     empty: list[EmptyTranslation] = field(default_factory=list)
+    flagged: list[FlaggedSegment] = field(default_factory=list)
+    tm_exact: int = 0
+    """Pieces taken from the translation memory without calling the model."""
+    tm_fuzzy: int = 0
+    """Pieces the model translated with similar memory units as examples."""
+
+    @property
+    def fresh(self) -> int:
+        """Pieces the model translated with no help from the memory."""
+        return self.translated - self.tm_fuzzy
 
     def as_dict(self) -> dict:
         return {
@@ -89,4 +108,6 @@ class BatchReport:
             "glossary_missing": [vars(miss) for miss in self.glossary_missing],
             "skipped": [vars(skip) for skip in self.skipped],
             "empty": [vars(empty) for empty in self.empty],
+            "flagged": [vars(flag) for flag in self.flagged],
+            "memory": {"exact": self.tm_exact, "fuzzy": self.tm_fuzzy, "fresh": self.fresh},
         }
