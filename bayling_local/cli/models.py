@@ -1,4 +1,4 @@
-"""`bayling-local models`: list, info, import, pull and rm entries of the local model store."""
+"""`bayling-local models`: list, info, import, export, pull and rm entries of the local model store."""
 
 from __future__ import annotations
 
@@ -44,22 +44,55 @@ def info(name: Annotated[str, typer.Argument(help="Store name.")]) -> None:
 
 @app.command("import")
 def import_(
-    path: Annotated[str, typer.Argument(help="A .gguf file, a Hugging Face checkpoint folder or an ONNX export folder.")],
+    path: Annotated[str, typer.Argument(help="A .gguf file, a Hugging Face checkpoint folder, an ONNX export folder, or a "
+                                             "`models export` folder or bundle (every model in it, with its manifest).")],
     name: Annotated[str | None, typer.Option("--name", "-n", help="Store name (default: from the file or folder name).")] = None,
     chat_format: Annotated[str | None, typer.Option("--chat-format", help="bayling-2, bayling-3, chatml or template.")] = None,
     link: Annotated[bool, typer.Option("--link", help="Reference the file where it is instead of copying it.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an entry of the same name.")] = False,
 ) -> None:
-    """Copy a local model into the store (checked first: a corrupt or truncated file is refused)."""
+    """Copy a local model, or every model of an export or bundle, into the store (checked first: a corrupt,
+    truncated or changed file is refused)."""
     from bayling_local.errors import UnknownChatFormatError
     from bayling_local.prompts import CHAT_FORMAT_IDS
-    from bayling_local.store import import_model
+    from bayling_local.store import exported_entries, import_model
 
+    if exported_entries(path):
+        _import_exported(path, force)
+        return
     if chat_format and chat_format not in CHAT_FORMAT_IDS:
         raise UnknownChatFormatError(f"unknown chat format '{chat_format}'; choose one of: {', '.join(CHAT_FORMAT_IDS)}")
     with _byte_progress(f"importing {path}") as progress:
         model = import_model(path, name=name, chat_format=chat_format, link=link, force=force, progress=progress)
     print(f"imported '{model.name}' ({model.manifest.format}, {model.manifest.quant}, {human_size(model.manifest.size)})")
+
+
+def _import_exported(path: str, force: bool) -> None:
+    from bayling_local.store import import_exported
+
+    with _byte_progress(f"importing {path}") as progress:
+        models = import_exported(path, force=force, progress=progress)
+    for model in models:
+        print(f"imported '{model.name}' ({model.manifest.format}, {model.manifest.quant}, {human_size(model.manifest.size)})")
+
+
+@app.command()
+def export(
+    names_and_out: Annotated[list[str], typer.Argument(help="Store names, then the output folder.", metavar="NAME... OUT")],
+) -> None:
+    """Copy store entries with their manifests to OUT/NAME/, for `models import OUT` on another machine.
+
+    A copy interrupted (even killed) resumes when rerun and ends byte-identical; every file is checked against its manifest's sha256."""
+    from bayling_local.errors import UsageError
+    from bayling_local.store import export_models
+
+    if len(names_and_out) < 2:
+        raise UsageError("give at least one model name and the output folder: `bayling-local models export NAME... OUT`")
+    *names, out = names_and_out
+    with _byte_progress(f"exporting to {out}") as progress:
+        folders = export_models(names, out, progress)
+    for folder in folders:
+        print(f"exported '{folder.name}' to {folder}")
 
 
 @app.command()
