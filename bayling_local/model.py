@@ -39,6 +39,9 @@ from bayling_local.prompts import (
 )
 from bayling_local.store import StoredModel, get_model
 
+REMOTE_PREFIX = "openai:"
+"""`openai:http://HOST:PORT/v1#MODEL`: a model on an OpenAI-compatible server (backends/remote.py)."""
+
 
 @dataclass(frozen=True)
 class ModelSource:
@@ -48,6 +51,8 @@ class ModelSource:
     path: Path
     format: str
     chat_format: str | None
+    address: str | None = None
+    """A remote model's `openai:URL#MODEL` spec (`path` folds the URL's `//`)."""
 
 
 def default_model_name() -> str:
@@ -58,6 +63,9 @@ def default_model_name() -> str:
 def resolve_model(model: str | None) -> ModelSource:
     """A store name or a path to an artifact (GGUF file, HF checkpoint folder, ONNX folder)."""
     spec = model or default_model_name()
+    if spec.startswith(REMOTE_PREFIX):  # served by an OpenAI-compatible server (backends/remote.py)
+        name = spec.partition("#")[2] or spec[len(REMOTE_PREFIX) :]
+        return ModelSource(name, Path(spec), "openai", None, address=spec)
     path = Path(spec).expanduser()
     if path.exists():
         return ModelSource(path.name, path, artifact_format(path), None)
@@ -218,7 +226,7 @@ def open_model(
     """Load `model` (store name, artifact path, or the default) ready to chat."""
     source = resolve_model(model)
     spec = backend_for_format(source.format, preferred=backend)
-    loaded = spec.load(source.path, options or LoadOptions())
+    loaded = spec.load(source.address or source.path, options or LoadOptions())
     return _with_chat_format(source, loaded, chat_format)
 
 
@@ -241,7 +249,11 @@ def artifact_chat_format(source: ModelSource) -> str | None:
 
 def _with_chat_format(source: ModelSource, backend: Backend, override: str | None) -> Model:
     info = backend.info
-    format_id = override or source.chat_format or artifact_chat_format(source) or detect_chat_format(info.chat_template)
+    served_format = getattr(backend, "chat_format_id", None)  # a remote server that says its format
+    format_id = (
+        override or source.chat_format or artifact_chat_format(source) or served_format
+        or detect_chat_format(info.chat_template)
+    )
     chat_format = get_chat_format(
         format_id, template=info.chat_template, bos_token=info.bos_token or "", eos_token=info.eos_token or ""
     )

@@ -113,7 +113,7 @@ def test_multibyte_text_streams_without_broken_characters(smollm2):
 
 
 def test_batches_larger_than_one_context_group_keep_prompt_order(smollm2):
-    from bayling_local.backends.llamacpp_batch import MAX_SEQUENCES
+    from bayling_local.engine.batches import MAX_SEQUENCES
 
     questions = [f"Say the number {n}." for n in range(MAX_SEQUENCES + 2)]
     prompts = [smollm2.render([{"role": "user", "content": q}]) for q in questions]

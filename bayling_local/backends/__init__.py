@@ -110,5 +110,15 @@ ONNX_RUNTIME = BackendSpec(
     devices=("cpu", "cuda", "coreml"),
 )
 
-for _spec in (LLAMA_CPP, TRANSFORMERS, ONNX_RUNTIME):
+REMOTE = BackendSpec(
+    name="remote",
+    formats=("openai",),
+    module="bayling_local.backends.remote",
+    class_name="RemoteBackend",
+    requires="openai",
+    install_hint="run `pip install 'bayling-local[serve]'`",
+    devices=("cpu", "cuda", "metal", "coreml"),
+)
+
+for _spec in (LLAMA_CPP, TRANSFORMERS, ONNX_RUNTIME, REMOTE):
     register_backend(_spec)

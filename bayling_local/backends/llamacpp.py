@@ -55,18 +55,18 @@ class LlamaCppBackend:
     name = "llama.cpp"
 
     def __init__(self, llm, info: ModelInfo, reference_tokenizer=None, extra_buffers: ExtraBuffers | None = None):
-        from bayling_local.backends.llamacpp_batch import BatchDecoder
+        from bayling_local.engine.batches import BatchGenerator
 
         self._llm = llm
         self.info = info
         self._reference_tokenizer = reference_tokenizer
         self._extra_buffers = extra_buffers
         self._lock = threading.Lock()  # one llama context serves one generation at a time
-        self._batch_decoder = BatchDecoder(self)
+        self._batches = BatchGenerator(self)  # continuous batching in its own llama context
 
     @property
     def llm(self):
-        """The llama_cpp.Llama object (for the batch decoder and benchmarks)."""
+        """The llama_cpp.Llama object (for the engine and benchmarks)."""
         return self._llm
 
     @property
@@ -175,7 +175,12 @@ class LlamaCppBackend:
     ) -> list[Completion]:
         if len(prompts) <= 1:
             return [self.stream(prompt, config, cancel).collect() for prompt in prompts]
-        return self._batch_decoder.generate([self._prompt_ids(p) for p in prompts], config, cancel)
+        return self._batches.generate([self._prompt_ids(p) for p in prompts], config, cancel)
+
+    @property
+    def batch_stats(self):
+        """The batch engine's EngineStats (None before the first batch): steps, prefill tokens saved."""
+        return self._batches.stats
 
     # --- scoring -------------------------------------------------------------------------------
 
@@ -260,7 +265,7 @@ class LlamaCppBackend:
 
     def close(self) -> None:
         if self._llm is not None:
-            self._batch_decoder.close()
+            self._batches.close()
             self._llm.close()
             self._llm = None
 

@@ -27,6 +27,11 @@ VERBS = (
         "Continue PROMPT as raw text; only the model's own end-of-text tokens stop it.",
     ),
     Verb(
+        "serve",
+        "bayling_local.cli.serve:serve",
+        "Serve a model over the OpenAI HTTP API (chat, completions, models) plus /v1/translate.",
+    ),
+    Verb(
         "languages",
         "bayling_local.cli.languages:languages",
         "List languages; with QUERY, every row it could mean (the default variant first).",
@@ -50,6 +55,11 @@ VERBS = (
         "Open the terminal UI: chat (F1), translate (F2), bench (F3), models (F4); ctrl+p lists every action.",
     ),
     Verb("models", "bayling_local.cli.models:app", "Manage the local model store ($BAYLING_HOME/models)."),
+    Verb(
+        "bundle",
+        "bayling_local.cli.bundle:app",
+        "Offline bundles: wheels, models and a lock to install bayling-local on a machine with no network.",
+    ),
     Verb("train", "bayling_local.cli.train:app", "Language-alignment data and DeepSpeed instruction tuning."),
     Verb(
         "bench",

@@ -1,0 +1,243 @@
+"""Continuous batching over llama.cpp: a fixed number of slots, one llama_decode per step.
+
+Each step decodes one token of every running sequence together with prompt chunks of sequences that
+joined since (up to `step_tokens`). A sequence that ends frees its slot and KV cells at once, and the
+next queued request is prefilled in the following step while the others keep decoding. A prompt that
+starts with the kept shared prefix (`prefix.py`) gets that KV copied instead of prefilled.
+
+One thread owns the llama context and runs the step loop; `submit` only enqueues.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import deque
+from collections.abc import Sequence as Ids
+
+from bayling_local.backends.base import Completion, GenerationConfig
+from bayling_local.backends.decoding import TextAssembler, stop_token_set
+from bayling_local.engine.llamacpp import ContextShape, LlamaContext, SamplerChain, TokenBatch, padded_cells
+from bayling_local.engine.prefix import PrefixPolicy
+from bayling_local.engine.requests import EngineStats, RequestHandle
+from bayling_local.engine.scheduler import plan_step
+from bayling_local.engine.slots import Sequence, SlotPool
+from bayling_local.errors import ContextOverflowError, InputTextError, UsageError
+
+STEP_TOKENS = 512
+"""Tokens per llama_decode: one per decoding sequence, the rest prompt chunks."""
+
+
+class ContinuousEngine:
+    """Serves requests for a loaded `LlamaCppBackend` with `parallel` slots of `cells_per_slot` tokens
+    (default: the backend's context length, so a request has the room it would have alone)."""
+
+    def __init__(
+        self,
+        backend,
+        parallel: int,
+        *,
+        cells_per_slot: int | None = None,
+        step_tokens: int = STEP_TOKENS,
+        prefix_reuse: bool = True,
+    ):
+        if parallel < 1:
+            raise UsageError(f"--parallel must be at least 1 (got {parallel})")
+        self.backend = backend
+        self.stats = EngineStats(slots=parallel)
+        self.cells_per_slot = padded_cells(cells_per_slot or backend.info.context_length)
+        self.step_tokens = step_tokens
+        self._context = LlamaContext(backend.llm, ContextShape(parallel + 1, self.cells_per_slot, step_tokens))
+        self._batch = TokenBatch(step_tokens)
+        self._prefix = PrefixPolicy() if prefix_reuse else None
+        self._prefix_sequence = parallel  # the reserved sequence id: one past the slots
+        self._prefix_step = -1
+        self._slots = SlotPool(parallel)
+        self._running: list[Sequence] = []
+        self._queue: deque[RequestHandle] = deque()
+        self._wake = threading.Condition()
+        self._closing = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
+        self._thread.start()
+
+    # --- the Engine protocol -----------------------------------------------------------------------
+
+    def submit(
+        self, prompt_ids: Ids[int], config: GenerationConfig, cancel: threading.Event | None = None
+    ) -> RequestHandle:
+        """Queue a request; `cancel` (optional) is an event the caller already holds, shared or not."""
+        ids = [int(token) for token in prompt_ids]
+        self._check_prompt(ids)
+        handle = RequestHandle(ids, config, cancel_event=cancel or threading.Event())
+        with self._wake:
+            if self._error is not None:
+                handle.fail(self._error)
+            elif self._closing:
+                handle.finish(Completion("", [], len(ids), "cancelled"))
+            else:
+                self.stats.submitted += 1
+                self._queue.append(handle)
+                self.stats.queued = len(self._queue)
+                self._wake.notify()
+        return handle
+
+    def close(self) -> None:
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join()
+        self._batch.close()
+        self._context.close()
+
+    # --- the step loop (the engine's thread) --------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while self._step():
+                pass
+        except Exception as error:  # noqa: BLE001 - a failed decode ends every request with the error, not a hang
+            self._fail_all(error)
+
+    def _step(self) -> bool:
+        if not self._wait_for_work():
+            self._cancel_all()
+            return False
+        for s in [s for s in self._running if s.handle.cancelled]:
+            self._end(s, "cancelled")
+        self._admit()
+        if self._running:
+            self._decode_step()
+        return True
+
+    def _wait_for_work(self) -> bool:
+        """False once the engine closes."""
+        with self._wake:
+            while not (self._closing or self._queue or self._running):
+                self._wake.wait()
+            return not self._closing
+
+    def _admit(self) -> None:
+        """Start queued requests in free slots; a cancelled one ends where it waits."""
+        with self._wake:
+            waiting = [h for h in self._queue if not h.cancelled]
+            cancelled = [h for h in self._queue if h.cancelled]
+            starting = waiting[: self._slots.free]
+            self._queue = deque(waiting[len(starting) :])
+            self.stats.queued = len(self._queue)
+        for handle in cancelled:
+            handle.finished_step = self.stats.steps
+            handle.finish(Completion("", [], len(handle.prompt_ids), "cancelled"))
+        for handle in starting:
+            self._start(handle)
+
+    def _start(self, handle: RequestHandle) -> None:
+        config, info = handle.config, self.backend.info
+        room = min(info.context_length, self.cells_per_slot) - len(handle.prompt_ids)
+        seed = config.seed if config.seed is not None else random.randrange(2**31)
+        s = Sequence(
+            handle,
+            self._slots.take(),
+            max(0, min(config.max_tokens, room)),
+            SamplerChain(config, seed, info.vocab_size),
+            TextAssembler(config.stop),
+            stop_token_set(info, config),
+        )
+        handle.admitted_step = self.stats.steps
+        self._running.append(s)
+        self.stats.active = len(self._running)
+        if s.budget <= 0:
+            self._end(s, "length")
+            return
+        self._reuse_prefix(s)
+
+    def _decode_step(self) -> None:
+        plan = plan_step(self._running, self.step_tokens)
+        self._batch.fill(plan.rows)
+        self._context.decode(self._batch)
+        self.stats.steps += 1
+        for s, count in plan.prefilled:
+            s.prefilled += count
+            self.stats.prefill_tokens += count
+        captured = False
+        for row, s in plan.samplers:
+            if not s.generated and s.pending is None:  # its prompt is in: a prefix to keep?
+                captured = self._learn_prefix(s, may_capture=not captured) or captured
+            token = s.sampler.sample(self._context, row)
+            s.pending = None
+            s.accept(token, self._ends(s, token), self.backend.token_bytes(token))
+        for s in [s for s in self._running if s.finish is not None]:
+            self._end(s)
+
+    def _ends(self, s: Sequence, token: int) -> bool:
+        import llama_cpp
+
+        if token in s.stop_ids:
+            return True
+        return not s.handle.config.ignore_eos and bool(llama_cpp.llama_vocab_is_eog(self.backend.vocab, token))
+
+    def _end(self, s: Sequence, reason: str | None = None) -> None:
+        self._running.remove(s)
+        self._context.remove(s.slot)
+        self._slots.give_back(s.slot)
+        s.sampler.close()
+        self.stats.active = len(self._running)
+        self.stats.finished += 1
+        s.handle.finished_step = self.stats.steps
+        s.complete(reason)
+
+    # --- prefix reuse ------------------------------------------------------------------------------
+
+    def _reuse_prefix(self, s: Sequence) -> None:
+        # A prefix captured after the last decode is still a pending copy inside llama.cpp: wait a step.
+        if self._prefix is None or self.stats.steps <= self._prefix_step:
+            return
+        length = self._prefix.reusable(s.prompt)
+        if length:
+            self._context.copy(self._prefix_sequence, s.slot)
+            self._context.remove(s.slot, length)
+            s.prefilled = length
+            self.stats.prefill_tokens_saved += length
+
+    def _learn_prefix(self, s: Sequence, may_capture: bool) -> bool:
+        """Keep the start `s` shares with the prompt before it as the prefix; True when it did. One
+        capture per step: two copies into the reserved sequence would race inside llama.cpp."""
+        if self._prefix is None:
+            return False
+        length = self._prefix.learn(s.prompt)
+        if not length or not may_capture:
+            return False
+        self._context.copy(s.slot, self._prefix_sequence)
+        self._context.remove(self._prefix_sequence, length)
+        self._prefix.keep(s.prompt[:length])
+        self._prefix_step = self.stats.steps
+        return True
+
+    # --- ending everything -------------------------------------------------------------------------
+
+    def _cancel_all(self) -> None:
+        for s in list(self._running):
+            self._end(s, "cancelled")
+        with self._wake:
+            queued, self._queue = list(self._queue), deque()
+            self.stats.queued = 0
+        for handle in queued:
+            handle.finish(Completion("", [], len(handle.prompt_ids), "cancelled"))
+
+    def _fail_all(self, error: BaseException) -> None:
+        with self._wake:
+            self._error = error
+            handles = [s.handle for s in self._running] + list(self._queue)
+            self._running, self._queue = [], deque()
+            self.stats.active = self.stats.queued = 0
+        for handle in handles:
+            handle.fail(error)
+
+    def _check_prompt(self, ids: list[int]) -> None:
+        if not ids:
+            raise InputTextError("the prompt is empty")
+        limit = min(self.backend.info.context_length, self.cells_per_slot)
+        if len(ids) >= limit:
+            raise ContextOverflowError(
+                f"the input is {len(ids)} tokens; an engine slot holds {limit} (shorten the input or raise --context)"
+            )
