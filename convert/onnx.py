@@ -6,14 +6,13 @@ transformers < 4.58), and a trace yields ~50 small ops per layer; writing the gr
 patching a trace, works with any transformers that loads the weights, and uses ONNX Runtime's fused
 kernels directly: `GroupQueryAttention` (rotary, causal mask, GQA, KV cache appended in place),
 `SkipSimplifiedLayerNormalization` (residual + RMSNorm) and plain `MatMul`s by constant weights, which
-ORT's dynamic quantizer (int8) and our `MatMulNBits` packer (int4) rewrite. One graph serves prompt and
+our `MatMulNBits` packer rewrites to weight-only 8-bit (int8) or 4-bit (int4) blocks. One graph serves prompt and
 next token: `past_key_values.N.key/value` [batch, kv_heads, past, head_dim] in, `present.N.key/value` out;
 `attention_mask` says how many tokens each (right-padded) row holds; `num_logits_to_keep` (0 = all).
 """
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import time
 from dataclasses import dataclass
@@ -35,9 +34,6 @@ OPSET = 17
 MODEL_FILE = "model.onnx"
 EXTERNAL_DATA_LIMIT = 1_800_000_000
 """Bytes of weights above which they go to `model.onnx.data` (protobuf caps one message at 2 GB)."""
-INT4_ACCURACY_LEVEL = 4
-"""MatMulNBits `accuracy_level` 4: activations quantized to int8 on the CPU, the fastest CPU kernel (8x the
-decode speed of level 0 on SmolLM2; KL to fp32 0.51 vs 0.49)."""
 WEIGHT_ONLY_SYMMETRIC = False
 """Weight-only blocks carry a zero point (like llama.cpp's Q4_1, not Q4_0): KL to fp32 on SmolLM2 int4
 0.51 -> 0.44 at the same speed."""
@@ -76,8 +72,8 @@ def to_onnx(checkpoint: Path, out: Path, quant: str = "fp32", block_size: int = 
         raise UsageError(f"--export-device must be cpu or cuda, not {export_device}")
     if export_device == "cuda" and quant in ("fp32", "int8"):
         raise UsageError(
-            f"--quant {quant} is a CPU format (CUDA attention needs float16, and int8 dynamic quantization "
-            "runs on the CPU); for --export-device cuda use fp16 or int4"
+            f"--quant {quant} is a CPU format (float32 activations; CUDA attention needs float16); "
+            "for --export-device cuda use fp16 or int4"
         )
     checkpoint, out = Path(checkpoint), Path(out)
     model, tokenizer_files = _load_checkpoint(checkpoint)
@@ -86,14 +82,14 @@ def to_onnx(checkpoint: Path, out: Path, quant: str = "fp32", block_size: int = 
     staging.mkdir(parents=True)
     graph_dtype = "fp16" if quant == "fp16" or export_device == "cuda" else "fp32"
     proto, shape = build_decoder(model, graph_dtype)
-    if quant == "int8":
-        proto = quantize_embedding(quantize_int8(proto, staging, block_size), block_size)
-    elif quant == "int4":
-        proto = quantize_embedding(quantize_int4(proto, block_size), block_size)
+    if quant in ("int8", "int4"):
+        quantize = quantize_int8 if quant == "int8" else quantize_int4
+        proto = quantize_embedding(quantize(proto, block_size), block_size, tied=_tied_embeddings(model))
     save_model(proto, staging / MODEL_FILE)
     for file in tokenizer_files:
         shutil.copy(file, staging / file.name)
-    _write_config(staging, model, shape, quant, block_size, checkpoint, graph_dtype, export_device)
+    _write_config(staging, model, shape, quant, block_size, checkpoint, graph_dtype, export_device,
+                  quantization_record(proto))
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)
@@ -117,6 +113,13 @@ def _load_checkpoint(checkpoint: Path):
 
     model = LlamaForCausalLM.from_pretrained(checkpoint, dtype=torch.float32, local_files_only=True)
     return model.eval(), tokenizer_files
+
+
+def _tied_embeddings(model) -> bool:
+    """Whether the output layer is the token embedding table (SmolLM2, Llama-3.2-1B/3B)."""
+    import torch
+
+    return torch.equal(model.get_input_embeddings().weight, model.get_output_embeddings().weight)
 
 
 # Graph
@@ -286,48 +289,37 @@ def _layer(b: _Builder, state: dict, shape: LlamaShape, i: int, h: str, x: str, 
 # Quantization
 
 
-INT8_DYNAMIC_EXCLUDED = ("down_proj",)
-"""MatMuls kept out of int8 dynamic quantization: the MLP down projection's input has outlier channels
-(one per-tensor activation scale crushes the rest; KL to fp32 on SmolLM2 goes from 0.08 to 0.95 with it),
-so its weights get weight-only 8-bit `MatMulNBits` instead, with float activations."""
+# MatMulNBits `accuracy_level` (ONNX Runtime contrib_ops/cpu/quantization/matmul_nbits.cc): 0/1 compute in
+# float32 (weights dequantized block by block), 4 quantizes the activations to int8 per block and runs MLAS's
+# integer kernels (onnxruntime/core/mlas/lib/qnbitgemm.cpp: `MlasIsQNBitGemmAvailable`, SQNBIT_CompInt8).
+#
+# Why level 4 is right for 8-bit weights on AVX2 CPUs without VNNI too (read in ONNX Runtime 1.32's MLAS):
+# CompInt8 quantizes each block of activations symmetrically to [-127, 127] (`QuantizeARow_CompInt8_avx2`,
+# sqnbitgemm_kernel_avx2.cpp) and keeps the weights unsigned, folding the zero point in through block sums.
+# Without VNNI the product is VPMADDUBSW (u8 x s8, each pair summed into a saturating int16):
+#   - 4-bit weights are 0..15: a pair is at most 2 x 15 x 127 = 3810 (sqnbitgemm_kernel_avx2_int8_blklen*.h,
+#     `accumulate_blklen*_avx2<vnni=false>`);
+#   - 8-bit weights are 0..255, where a pair could reach 64770; the 8-bit kernels mask even and odd bytes
+#     into two VPMADDUBSW ("2 x i8 x i8 may be larger than i16", `accumulate_q8_blklen64_*_avx2<vnni=false>`
+#     in sqnbitgemm_kernel_avx2_int8_blklen64.h), so each int16 holds one product (<= 32385).
+# VNNI CPUs use VPDPBUSDS (sqnbitgemm_kernel_avx2vnni.cpp, the avx512vnni files), which adds in int32.
+# ONNX Runtime's *dynamic* quantization (MatMulInteger / DynamicQuantizeMatMul; QgemmU8S8KernelAvx2.asm)
+# feeds full-range u8 activations and s8 weights to VPMADDUBSW unmasked: that broke our previous int8 on an
+# AVX2-only EPYC (top-1 0.27 / KL 5.7 in English), and is why int8 is weight-only MatMulNBits now.
+# Measured, not only read (benchmarks/onnx_avx2_check.py under `QEMU_CPU=Haswell qemu-x86_64`, whose CPUID has no
+# AVX-512/VNNI so MLAS takes its AVX2 kernels; top-1 / KL against fp32, en de fr zh, block size 32):
+#   previous dynamic int8   0.30/3.89  0.17/4.52  0.15/4.89  0.39/1.32   (native AVX-512 VNNI: KL 0.10-0.14)
+#   8-bit MatMulNBits, 4    1.00/0.007 0.92/0.013 0.89/0.012 0.96/0.010  (native: 0.97/0.007 0.92/0.014 0.95/0.013 0.96/0.009)
+#   int4, level 4           0.57/0.56  0.37/0.90  0.36/0.74  0.51/0.57   (native: the same within 0.03)
+ACCURACY_LEVEL = 4
+"""MatMulNBits `accuracy_level` of every int8/int4 export (recorded in bayling_onnx.json): int8 activations,
+the fastest CPU kernel (8x the decode speed of level 0 for int4 on SmolLM2; KL to fp32 0.51 vs 0.49)."""
 
 
-def quantize_int8(proto: onnx.ModelProto, workdir: Path, block_size: int = 32) -> onnx.ModelProto:
-    """int8 weights for every MatMul by ONNX Runtime's dynamic quantization (activations at run time),
-    except the outlier-prone ones in `INT8_DYNAMIC_EXCLUDED`, which become weight-only 8-bit."""
-    source, target = workdir / "fp32.tmp.onnx", workdir / "int8.tmp.onnx"
-    large = _weight_bytes(proto) > EXTERNAL_DATA_LIMIT
-    save_model(proto, source)
-    excluded = [n.name for n in proto.graph.node if n.op_type == "MatMul" and _is_excluded(n.name)]
-    quiet = logging.getLogger()  # quantize_dynamic warns about pre-processing meant for vision models
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        _quantize_dynamic(source, target, large, excluded)
-    finally:
-        quiet.setLevel(level)
-    result = onnx.load(target)
-    for path in workdir.glob("*.tmp.onnx*"):
-        path.unlink()
-    for path in workdir.glob("*.data"):
-        if path.name != MODEL_FILE + ".data":
-            path.unlink()
-    return quantize_weight_only(result, bits=8, block_size=block_size, select=_is_excluded)
-
-
-def _quantize_dynamic(source: Path, target: Path, large: bool, excluded: list[str]) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(
-        source, target, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-        per_channel=True, use_external_data_format=large, nodes_to_exclude=excluded,
-        # The contrib ops (GroupQueryAttention, ...) are opaque to ONNX shape inference; their outputs are float.
-        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT},
-    )
-
-
-def _is_excluded(node_name: str) -> bool:
-    return any(part in node_name for part in INT8_DYNAMIC_EXCLUDED)
+def quantize_int8(proto: onnx.ModelProto, block_size: int = 32) -> onnx.ModelProto:
+    """Weight-only 8-bit `MatMulNBits` blocks for every MatMul by a constant weight (activations stay float
+    and are quantized per block inside the kernel; see the note on `ACCURACY_LEVEL`)."""
+    return quantize_weight_only(proto, bits=8, block_size=block_size)
 
 
 INT4_KEPT_AT_8BIT = ("lm_head",)
@@ -343,7 +335,8 @@ def quantize_int4(proto: onnx.ModelProto, block_size: int = 32) -> onnx.ModelPro
     return quantize_weight_only(proto, bits=4, block_size=block_size, select=lambda name: not kept(name))
 
 
-def quantize_weight_only(proto: onnx.ModelProto, bits: int, block_size: int = 32, select=lambda name: True) -> onnx.ModelProto:
+def quantize_weight_only(proto: onnx.ModelProto, bits: int, block_size: int = 32, select=lambda name: True,
+                         accuracy_level: int = ACCURACY_LEVEL) -> onnx.ModelProto:
     """Replace each selected MatMul by a constant [K, N] weight with a block-quantized `MatMulNBits` (weight-only)."""
     weights = {t.name: t for t in proto.graph.initializer}
     nodes, replaced = [], set()
@@ -360,7 +353,7 @@ def quantize_weight_only(proto: onnx.ModelProto, bits: int, block_size: int = 32
         replaced.add(tensor.name)
         nodes.append(helper.make_node(
             "MatMulNBits", inputs, list(node.output), name=f"{node.name}_Q{bits}", domain="com.microsoft",
-            K=k, N=n, bits=bits, block_size=block_size, accuracy_level=INT4_ACCURACY_LEVEL,
+            K=k, N=n, bits=bits, block_size=block_size, accuracy_level=accuracy_level,
         ))
     _replace(proto, nodes, replaced)
     return proto
@@ -371,7 +364,14 @@ EMBEDDING_BITS = 8
 of its float32 size (Llama-3-8B's 128k x 4096 table: 2.1 GB -> 0.5 GB)."""
 
 
-def quantize_embedding(proto: onnx.ModelProto, block_size: int = 32) -> onnx.ModelProto:
+def quantize_embedding(proto: onnx.ModelProto, block_size: int = 32, tied: bool = False) -> onnx.ModelProto:
+    """The token embedding `Gather` as a `GatherBlockQuantized` of EMBEDDING_BITS-bit blocks. With `tied`
+    embeddings and an output layer already in such blocks, it reads the output layer's blocks (the same
+    rows, blocked the same way along the hidden size) instead of a second copy: SmolLM2-135M int4 136 -> 103
+    MB, logits unchanged."""
+    shared = _output_layer_blocks(proto, block_size) if tied else None
+    if shared is not None:
+        return _gather_from_output_layer(proto, *shared, block_size)
     weights = {t.name: t for t in proto.graph.initializer}
     table = numpy_helper.to_array(weights["embed_tokens"])  # [vocab, hidden]
     vocab, hidden = table.shape
@@ -389,6 +389,42 @@ def quantize_embedding(proto: onnx.ModelProto, block_size: int = 32) -> onnx.Mod
             node = helper.make_node(
                 "GatherBlockQuantized", [quantized[0], node.input[1], *quantized[1:]], list(node.output),
                 name=f"{node.name}_Q{EMBEDDING_BITS}", domain="com.microsoft",
+                bits=EMBEDDING_BITS, block_size=block_size, gather_axis=0, quantize_axis=1,
+            )
+        nodes.append(node)
+    _replace(proto, nodes, {"embed_tokens"})
+    return proto
+
+
+def _output_layer_blocks(proto: onnx.ModelProto, block_size: int) -> tuple[onnx.NodeProto, int, int] | None:
+    """(the output layer's MatMulNBits, vocab, hidden) when its blocks are what the gather needs."""
+    for node in proto.graph.node:
+        if node.op_type == "MatMulNBits" and node.name.startswith("lm_head"):
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            if attrs["bits"] == EMBEDDING_BITS and attrs["block_size"] == block_size and attrs["K"] % block_size == 0:
+                return node, int(attrs["N"]), int(attrs["K"])
+    return None
+
+
+def _gather_from_output_layer(proto: onnx.ModelProto, lm_head: onnx.NodeProto, vocab: int, hidden: int,
+                              block_size: int) -> onnx.ModelProto:
+    # MatMulNBits keeps B as [N, blocks, block bytes] and scales / zero points flat; GatherBlockQuantized
+    # wants [vocab, hidden bytes] and [vocab, blocks]: Reshape views of the same initializers.
+    blocks = hidden // block_size
+    shapes = [[vocab, hidden * EMBEDDING_BITS // 8], [vocab, blocks], [vocab, (blocks * EMBEDDING_BITS + 7) // 8]]
+    reshapes, inputs = [], []
+    for index, (name, shape) in enumerate(zip(lm_head.input[1:], shapes)):
+        target = numpy_helper.from_array(np.array(shape, dtype=np.int64), f"embed_tokens_shape_{index}")
+        proto.graph.initializer.append(target)
+        inputs.append(f"embed_tokens_from_{name}")
+        reshapes.append(helper.make_node("Reshape", [name, target.name], [inputs[-1]], name=f"embed_tokens_view_{index}"))
+    nodes = []
+    for node in proto.graph.node:
+        if node.op_type == "Gather" and node.input[0] == "embed_tokens":
+            nodes.extend(reshapes)
+            node = helper.make_node(
+                "GatherBlockQuantized", [inputs[0], node.input[1], *inputs[1:]], list(node.output),
+                name=f"{node.name}_Q{EMBEDDING_BITS}_tied", domain="com.microsoft",
                 bits=EMBEDDING_BITS, block_size=block_size, gather_axis=0, quantize_axis=1,
             )
         nodes.append(node)
@@ -448,8 +484,30 @@ def save_model(proto: onnx.ModelProto, path: Path) -> None:
         onnx.save_model(proto, path)
 
 
+def quantization_record(proto: onnx.ModelProto) -> dict | None:
+    """What the quantized graph holds, read from its nodes (None for fp32/fp16): bits of the layers' MatMuls,
+    of the output layer and of the embedding table, the block size, zero points, MatMulNBits accuracy level."""
+    nodes = [n for n in proto.graph.node if n.op_type in ("MatMulNBits", "GatherBlockQuantized")]
+    if not nodes:
+        return None
+    attrs = [{a.name: helper.get_attribute_value(a) for a in n.attribute} for n in nodes]
+    role = lambda n: "embedding" if n.op_type == "GatherBlockQuantized" else "lm_head" if "lm_head" in n.name else "layers"
+    bits = {}
+    for node, attr in zip(nodes, attrs):
+        bits.setdefault(role(node), set()).add(int(attr["bits"]))
+    levels = {int(a["accuracy_level"]) for n, a in zip(nodes, attrs) if n.op_type == "MatMulNBits"}
+    return {
+        "scheme": "weight-only blocks (MatMulNBits, GatherBlockQuantized)",
+        "bits": {name: min(values) if len(values) == 1 else sorted(values) for name, values in bits.items()},
+        "block_size": int(attrs[0]["block_size"]),
+        "zero_points": all(len(n.input) > 3 and n.input[3] for n in nodes),
+        "embedding_shares_output_layer": any(n.name.endswith("_tied") for n in nodes),
+        "accuracy_level": levels.pop() if len(levels) == 1 else sorted(levels),
+    }
+
+
 def _write_config(folder: Path, model, shape: LlamaShape, quant: str, block_size: int, checkpoint: Path,
-                  graph_dtype: str, export_device: str) -> None:
+                  graph_dtype: str, export_device: str, quantization: dict | None) -> None:
     generation = getattr(model, "generation_config", None)
     eos = model.config.eos_token_id
     eos_ids = sorted({*(eos if isinstance(eos, list) else [eos] if eos is not None else []),
@@ -469,6 +527,8 @@ def _write_config(folder: Path, model, shape: LlamaShape, quant: str, block_size
         "precision": quant, "kv_dtype": "float16" if graph_dtype == "fp16" else "float32",
         "export_device": export_device,
         "block_size": block_size if quant in ("int4", "int8") else None,
+        "accuracy_level": quantization["accuracy_level"] if quantization else None,
+        "quantization": quantization,
         "bos_token_id": model.config.bos_token_id, "eos_token_ids": eos_ids,
         "chat_template": folder_chat_template(folder),
         "provenance": {"checkpoint": str(checkpoint.resolve()), "exporter": "bayling-local convert/onnx.py",

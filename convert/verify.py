@@ -79,7 +79,7 @@ class QuantQuality:
     quant: str
     size: int
     bits_per_weight: float
-    """For ONNX: file bytes x 8 / the checkpoint's parameters (tied embeddings are stored twice)."""
+    """For ONNX: file bytes x 8 / the checkpoint's parameters (a tied embedding table is stored once)."""
     kl_divergence: float
     """Mean over every scored position, in nats."""
     top1_agreement: float

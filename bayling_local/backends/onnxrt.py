@@ -109,16 +109,30 @@ class OnnxRuntimeBackend:
                 "export it with --export-device cuda (int4) or --quant fp16 for GPU speed",
                 stacklevel=2,
             )
+        _warn_if_saturating_int8(config, folder)
         session = _open_session(model_file, providers, options)
         _check_graph(session, config, model_file)
         return cls(session, tokenizer, config, _model_info(config, tokenizer, options, device))
 
+    def runtime_settings(self) -> dict[str, str]:
+        """What ONNX Runtime runs this model with, for `doctor`, `bench speed` and benchmark headers."""
+        threads = self._session.get_session_options().intra_op_num_threads
+        level = self._config.get("accuracy_level")
+        return {
+            "provider": self._session.get_providers()[0],
+            "intra_op_threads": str(threads) if threads else "default (one per physical core)",
+            "precision": str(self._config.get("precision", "unknown")),
+            "matmulnbits_accuracy_level": str(level) if level is not None else _legacy_level(self._config),
+            "block_size": str(self._config.get("block_size") or "-"),
+        }
+
     # Tokens
 
-    def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
-        ids = list(self._tokenizer.encode(text, add_special_tokens=False))
+    def tokenize(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:
+        """Ids of `text` with special tokens in it parsed (`special=False`: kept as plain text)."""
+        ids = list(self._tokenizer.encode(text, add_special_tokens=False, split_special_tokens=not special))
         bos_text = self.info.bos_token
-        if add_bos and self.info.add_bos and not (bos_text and text.startswith(bos_text)):
+        if add_bos and self.info.add_bos and not (special and bos_text and text.startswith(bos_text)):
             ids.insert(0, self._tokenizer.bos_token_id)
         return ids
 
@@ -411,6 +425,32 @@ def _open_session(model_file: Path, providers: list[str], options: LoadOptions) 
         return onnxruntime.InferenceSession(str(model_file), session_options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
         raise InvalidModelFileError(f"{model_file} is not a loadable ONNX model: {_one_line(exc)}") from exc
+
+
+def _is_dynamic_int8(config: dict) -> bool:
+    """An int8 export written before int8 became weight-only `MatMulNBits` (it records no accuracy level):
+    ONNX Runtime dynamic quantization, u8 activations times s8 weights."""
+    return config.get("precision") == "int8" and "accuracy_level" not in config
+
+
+def _legacy_level(config: dict) -> str:
+    return "- (dynamic int8: MatMulInteger)" if _is_dynamic_int8(config) else "-"
+
+
+def _warn_if_saturating_int8(config: dict, folder: Path) -> None:
+    # Without VNNI, MLAS multiplies u8 x s8 with VPMADDUBSW, whose int16 pair sums saturate on full-range
+    # activations: an AVX2-only EPYC measured top-1 0.27 against fp32 in English with such an export.
+    from bayling_local.backends.device import cpu_instruction_sets
+
+    found = cpu_instruction_sets()
+    if not _is_dynamic_int8(config) or not found or {"AVX-VNNI", "AVX-512VNNI"} & set(found) or "NEON" in found:
+        return
+    warnings.warn(
+        f"{folder.name} is an int8 export from an older bayling-local (dynamic quantization), which loses "
+        "accuracy on CPUs without VNNI like this one; export it again with `bayling-local convert CHECKPOINT "
+        "--to onnx --quant int8`",
+        stacklevel=3,
+    )
 
 
 def _check_graph(session: Any, config: dict, model_file: Path) -> None:
