@@ -8,8 +8,6 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 REPOSITORY = Path(__file__).resolve().parent.parent
 PACKAGE_FOLDERS = {
     "bayling_local": "bayling_local",
@@ -89,13 +87,6 @@ def private_name_imports(imports: list[Import]) -> list[str]:
             and not i.name.endswith("__") and i.target != i.module]
 
 
-KNOWN_ELSEWHERE = {
-    "bayling_local.backends.onnxrt": "backends/onnxrt.py (the ONNX helper's file) imports hf.py's private "
-                                     "_adds_bos_by_default and _chat_template; make them public in hf.py",
-}
-"""Violations in files another helper owns, reported to them and marked xfail here until fixed."""
-
-
 def test_the_runtime_never_imports_convert_training_or_the_tui():
     assert runtime_imports_of_optional_parts(all_imports()) == []
 
@@ -105,14 +96,7 @@ def test_the_tui_never_imports_the_cli():
 
 
 def test_no_module_imports_a_private_name_of_another():
-    found = [line for line in private_name_imports(all_imports()) if line.split(":")[0] not in KNOWN_ELSEWHERE]
-    assert found == []
-
-
-@pytest.mark.parametrize("module", sorted(KNOWN_ELSEWHERE))
-def test_known_private_name_imports_elsewhere(module, request):
-    request.applymarker(pytest.mark.xfail(reason=KNOWN_ELSEWHERE[module], strict=True))
-    assert [line for line in private_name_imports(all_imports()) if line.startswith(module + ":")] == []
+    assert private_name_imports(all_imports()) == []
 
 
 def test_the_rules_catch_a_lazy_import_a_relative_import_and_a_private_name():

@@ -32,6 +32,7 @@ from bayling_local.backends.base import (
 )
 from bayling_local.backends.decoding import TextAssembler, prompt_token_ids, stop_token_set
 from bayling_local.backends.sampling import Sampler
+from bayling_local.backends.tokenizer_info import adds_bos_by_default, tokenizer_chat_template
 from bayling_local.errors import (
     BackendUnavailableError,
     ContextOverflowError,
@@ -356,26 +357,11 @@ def _model_info(model: Any, tokenizer: Any, options: LoadOptions, device: str) -
         vocab_size=int(config.vocab_size),
         bos_token=tokenizer.bos_token,
         eos_token=tokenizer.eos_token,
-        add_bos=_adds_bos_by_default(tokenizer),
-        chat_template=_chat_template(tokenizer),
+        add_bos=adds_bos_by_default(tokenizer),
+        chat_template=tokenizer_chat_template(tokenizer),
         end_of_generation_ids=_end_of_generation_ids(model, tokenizer),
         device=device,
     )
-
-
-def _adds_bos_by_default(tokenizer: Any) -> bool:
-    bos_id = tokenizer.bos_token_id
-    if bos_id is None:
-        return False
-    ids = tokenizer.encode("a", add_special_tokens=True)
-    return bool(ids) and ids[0] == bos_id
-
-
-def _chat_template(tokenizer: Any) -> str | None:
-    template = getattr(tokenizer, "chat_template", None)
-    if isinstance(template, dict):  # named templates; "default" is the one used for chat
-        template = template.get("default")
-    return template or None
 
 
 def _end_of_generation_ids(model: Any, tokenizer: Any) -> frozenset[int]:

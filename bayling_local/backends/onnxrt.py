@@ -472,7 +472,7 @@ def _check_graph(session: Any, config: dict, model_file: Path) -> None:
 
 
 def _model_info(config: dict, tokenizer: Any, options: LoadOptions, device: str) -> ModelInfo:
-    from bayling_local.backends.hf import _adds_bos_by_default, _chat_template
+    from bayling_local.backends.tokenizer_info import adds_bos_by_default, tokenizer_chat_template
 
     trained = int(config.get("max_position_embeddings") or 0)
     special = set(tokenizer.all_special_ids) | {
@@ -495,8 +495,8 @@ def _model_info(config: dict, tokenizer: Any, options: LoadOptions, device: str)
         vocab_size=int(config["vocab_size"]),
         bos_token=tokenizer.bos_token,
         eos_token=tokenizer.eos_token,
-        add_bos=_adds_bos_by_default(tokenizer),
-        chat_template=config.get("chat_template") or _chat_template(tokenizer),
+        add_bos=adds_bos_by_default(tokenizer),
+        chat_template=config.get("chat_template") or tokenizer_chat_template(tokenizer),
         end_of_generation_ids=frozenset(i for i in eos if i in special),
         device=device,
     )
