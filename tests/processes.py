@@ -25,3 +25,15 @@ def run_captured(args: list[str], *, timeout: float, **kwargs) -> subprocess.Com
             f"--- stdout (tail) ---\n{tail_of(expired.stdout)}\n--- stderr (tail) ---\n{tail_of(expired.stderr)}",
             pytrace=False,
         )
+
+
+def wait_until(condition, *, what: str, timeout: float = 120.0, interval: float = 0.02) -> None:
+    """Poll `condition()` until it holds. A hang detector, not a speed limit: `timeout` is far above what
+    the step takes on a loaded 2-core machine, and running past it fails the test naming `what`."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after {timeout:.0f} s waiting for {what}", pytrace=False)
+        time.sleep(interval)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
 
 from bayling_local.serve.server import ServeSettings, build_app, build_state, listen
+from tests.processes import wait_until
 
 
 class RunningServer:
@@ -44,10 +44,9 @@ def serving(model, engine_factory=None, **settings):
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     running = RunningServer(state, server, thread, sock.getsockname()[1])
-    deadline = time.monotonic() + 60
-    while not server.started:  # a hang detector; uvicorn sets it once it accepts connections
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
+    # uvicorn sets `started` once it accepts connections; a dead thread never will.
+    wait_until(lambda: server.started or not thread.is_alive(), what="uvicorn to start", timeout=60)
+    assert server.started, "uvicorn did not start"
     if model is not None:  # None: a server whose model is still loading
         factory = engine_factory or (lambda m: create_engine(m, parallel=config.parallel))
         state.load_in_background(lambda: (model, factory(model))).join()
@@ -83,17 +82,15 @@ def _answer(request):
 
 def wait_healthy(root: str, timeout: float = 60.0) -> None:
     """Poll /health until 200 (a hang detector, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{root}/health", timeout=5) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{root}/health did not turn 200 within {timeout} s")
-        time.sleep(0.1)
+    wait_until(lambda: _healthy(root), what=f"{root}/health to turn 200", timeout=timeout, interval=0.1)
+
+
+def _healthy(root: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{root}/health", timeout=5) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
 
 
 def _lower(headers) -> dict:

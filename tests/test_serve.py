@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,6 +11,7 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 
 from bayling_local.backends.base import GenerationConfig
+from tests.processes import wait_until
 from tests.serve_harness import get, post, serving
 
 QUESTIONS = [
@@ -229,7 +229,4 @@ def test_health_answers_503_while_the_model_loads():
 
 def _wait_for(condition, timeout: float = 120.0) -> None:
     """A hang detector for engine-side effects, not a timing assertion."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the engine did not get there"
-        time.sleep(0.05)
+    wait_until(condition, what="the engine to get there", timeout=timeout, interval=0.05)

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -17,6 +16,7 @@ from bayling_local.languages import resolve
 from bayling_local.translate.batch import BatchOptions, translate_file
 from bayling_local.translate.journal import Journal, JournalEntry
 from tests.conftest import run_cli
+from tests.processes import wait_until
 from tests.test_translate_formats import bundled_model
 
 ANIMALS = ("cat", "dog", "bird", "horse", "fish", "goat")
@@ -52,11 +52,11 @@ def start(folder, *extra):
 
 
 def stop_when_journal_has(process, folder, entries: int, sig: int) -> None:
-    deadline = time.monotonic() + 120
-    while journal_entries(folder) < entries:
-        assert process.poll() is None, process.communicate()[1].decode()
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    def reached() -> bool:
+        assert process.poll() is None, process.communicate()[1].decode()  # it must not end first
+        return journal_entries(folder) >= entries
+
+    wait_until(reached, what=f"{entries} journal entries")
     process.send_signal(sig)
     process.communicate(timeout=60)
 
