@@ -6,6 +6,7 @@ its token budget) and kept between calls while it is big enough, with its learnt
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 from dataclasses import replace
@@ -34,7 +35,12 @@ class BatchGenerator:
         with self._lock:
             engine = self._engine_for(prompts, config)
             handles = [engine.submit(p, replace(config, seed=seed + i), cancel) for i, p in enumerate(prompts)]
-            return [handle.result() for handle in handles]
+            try:
+                return [handle.result() for handle in handles]
+            except BaseException:
+                _cancel_and_drain(handles)
+                raise
+
 
     @property
     def stats(self):
@@ -59,3 +65,14 @@ class BatchGenerator:
             engine.close()
         self._engine = ContinuousEngine(self._backend, slots, cells_per_slot=cells)
         return self._engine
+
+
+def _cancel_and_drain(handles) -> None:
+    """On Ctrl-C (or any error) in the caller: stop every request and wait until the engine's thread has
+    let go of them, so nothing is decoding while the interpreter exits and frees llama.cpp's model (a
+    KeyboardInterrupt mid-batch crashed the process with SIGSEGV before)."""
+    for handle in handles:
+        handle.cancel()
+    for handle in handles:
+        with contextlib.suppress(Exception):  # draining: the caller's exception is the one that matters
+            handle.result(timeout=60)
