@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from bayling_local.backends.onnxrt import CONFIG_FILE, FORMAT_NAME, FORMAT_VERSION
-from bayling_local.errors import InvalidModelFileError, UsageError
+from bayling_local.convert.checkpoint import Checkpoint, open_checkpoint
+from bayling_local.convert.llama_layout import LlamaHyperParameters
+from bayling_local.convert.pipeline import checkpoint_provenance, resolve_chat_format
+from bayling_local.errors import UsageError
 from bayling_local.prompts import folder_chat_template
 
 ONNX_QUANTS = ("fp32", "fp16", "int8", "int4")
@@ -56,12 +58,14 @@ class LlamaShape:
     rms_eps: float
 
 
-def to_onnx(checkpoint: Path, out: Path, quant: str = "fp32", block_size: int = 32, export_device: str = "cpu") -> Path:
+def to_onnx(checkpoint: Path, out: Path, quant: str = "fp32", block_size: int = 32, export_device: str = "cpu",
+            chat_format: str | None = None) -> Path:
     """Write an ONNX decoder folder for the Llama checkpoint `checkpoint` at `quant`; returns `out`.
 
     `export_device` is where the model will run: `cuda` builds int4 with float16 activations and cache
     (ONNX Runtime's CUDA GroupQueryAttention takes float16/bfloat16 only), `cpu` with float32. The
-    export itself reads the weights on the CPU.
+    export itself reads the weights on the CPU. `chat_format` (default: the catalog's or the one the
+    checkpoint's template matches, as for GGUF) is recorded in bayling_onnx.json.
     """
     quant = QUANT_ALIASES.get(quant, quant)
     if quant not in ONNX_QUANTS:
@@ -76,6 +80,8 @@ def to_onnx(checkpoint: Path, out: Path, quant: str = "fp32", block_size: int = 
             "for --export-device cuda use fp16 or int4"
         )
     checkpoint, out = Path(checkpoint), Path(out)
+    source = _open_source(checkpoint)
+    format_id = resolve_chat_format(chat_format, out.name, checkpoint, source)
     model, tokenizer_files = _load_checkpoint(checkpoint)
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -88,26 +94,35 @@ def to_onnx(checkpoint: Path, out: Path, quant: str = "fp32", block_size: int = 
     save_model(proto, staging / MODEL_FILE)
     for file in tokenizer_files:
         shutil.copy(file, staging / file.name)
-    _write_config(staging, model, shape, quant, block_size, checkpoint, graph_dtype, export_device,
-                  quantization_record(proto))
+    _write_config(staging, model, shape, quant, block_size, graph_dtype, export_device, quantization_record(proto),
+                  format_id, export_provenance(source, quant))
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)
     return out
 
 
+def _open_source(checkpoint: Path) -> Checkpoint:
+    """The checkpoint, checked before anything is written with the GGUF converter's own checks (files,
+    architecture, bias, RoPE type): the graph bakes the rotary tables at export, so a `dynamic` RoPE,
+    which rescales with the sequence length, would be silently wrong. Pickled weights are allowed: the
+    export loads them as transformers does, with `weights_only`."""
+    source = open_checkpoint(checkpoint, allow_pickle=True)
+    LlamaHyperParameters.from_config(source.config).check_supported(source.config)
+    return source
+
+
+def export_provenance(source: Checkpoint, quant: str) -> dict:
+    """Where an export came from, as a GGUF records it (`general.source.sha256`, quantized_by, date)."""
+    origin = checkpoint_provenance(source)
+    return {
+        "checkpoint": origin.source, "sha256": origin.sha256, "tool": origin.tool, "quant": quant,
+        "date": origin.date, "exporter": "bayling-local convert/onnx.py", "opset": OPSET,
+    }
+
+
 def _load_checkpoint(checkpoint: Path):
-    config_path = checkpoint / "config.json"
-    if not config_path.is_file():
-        raise InvalidModelFileError(f"{checkpoint} has no config.json; pass a Hugging Face Llama checkpoint folder")
-    config = json.loads(config_path.read_text("utf-8"))
-    if config.get("model_type") != "llama":
-        raise InvalidModelFileError(
-            f"{checkpoint} holds a '{config.get('model_type')}' model; ONNX export supports Llama only"
-        )
     tokenizer_files = [checkpoint / n for n in TOKENIZER_FILES if (checkpoint / n).is_file()]
-    if not any(f.name in ("tokenizer.json", "tokenizer.model") for f in tokenizer_files):
-        raise InvalidModelFileError(f"{checkpoint} has no tokenizer.json or tokenizer.model; copy the tokenizer into it")
     import torch
     from transformers import LlamaForCausalLM
 
@@ -506,8 +521,8 @@ def quantization_record(proto: onnx.ModelProto) -> dict | None:
     }
 
 
-def _write_config(folder: Path, model, shape: LlamaShape, quant: str, block_size: int, checkpoint: Path,
-                  graph_dtype: str, export_device: str, quantization: dict | None) -> None:
+def _write_config(folder: Path, model, shape: LlamaShape, quant: str, block_size: int, graph_dtype: str,
+                  export_device: str, quantization: dict | None, chat_format: str, provenance: dict) -> None:
     generation = getattr(model, "generation_config", None)
     eos = model.config.eos_token_id
     eos_ids = sorted({*(eos if isinstance(eos, list) else [eos] if eos is not None else []),
@@ -530,9 +545,8 @@ def _write_config(folder: Path, model, shape: LlamaShape, quant: str, block_size
         "accuracy_level": quantization["accuracy_level"] if quantization else None,
         "quantization": quantization,
         "bos_token_id": model.config.bos_token_id, "eos_token_ids": eos_ids,
-        "chat_template": folder_chat_template(folder),
-        "provenance": {"checkpoint": str(checkpoint.resolve()), "exporter": "bayling-local convert/onnx.py",
-                       "opset": OPSET, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        "chat_template": folder_chat_template(folder), "chat_format": chat_format,
+        "provenance": provenance,
     }
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, ensure_ascii=False), "utf-8")
 

@@ -35,7 +35,7 @@ def to_onnx_entry(
     precision = QUANT_ALIASES.get(precision, precision)
     return add_onnx_export(
         name or onnx_conversion_name(checkpoint, precision),
-        lambda out: to_onnx(folder, out, precision, block_size, export_device),
+        lambda out: to_onnx(folder, out, precision, block_size, export_device, chat_format),
         source=str(folder.resolve()),
         chat_format=chat_format,
         force=force,

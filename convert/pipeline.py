@@ -192,6 +192,12 @@ def check_free_space(folder: Path, needed: int) -> None:
 def _provenance(model: Checkpoint, progress: Progress | None) -> Provenance:
     if progress:
         progress("hash", 0, 1)
+    return checkpoint_provenance(model)
+
+
+def checkpoint_provenance(model: Checkpoint) -> Provenance:
+    """Where an artifact comes from (the source checkpoint and its hash, this tool, when); GGUF metadata
+    and ONNX export configs record the same."""
     digest = model.provenance_sha256()
     return Provenance(
         source=str(model.path.resolve()),

@@ -373,3 +373,81 @@ def test_ignore_eos_generates_to_max_tokens(onnx_fp32):
     through = GenerationConfig(max_tokens=64, ignore_eos=True)
     assert len(onnx_fp32.stream(prompt, through).collect().token_ids) == 64
     assert [len(c.token_ids) for c in onnx_fp32.generate_batch([prompt] * 2, through)] == [64, 64]
+
+
+# --- refusals, provenance and chat format in bayling_onnx.json (issue 12 items 6 and 7) -------------------
+
+# A Llama-3 header template that names BayLing: `detect_chat_format` calls it bayling-3.
+BAYLING3_TEMPLATE = (
+    "{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n{{ m.content }}<|eot_id|>"
+    "{% endfor %}{# You are BayLing #}<|start_header_id|>assistant<|end_header_id|>\n\n"
+)
+
+
+@pytest.fixture(scope="module")
+def llama3_tokenizer_dir(tmp_path_factory, llama3_tokenizer_path) -> Path:
+    folder = tmp_path_factory.mktemp("llama3-tokenizer")
+    shutil.copy(llama3_tokenizer_path, folder / "tokenizer.json")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": BAYLING3_TEMPLATE}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_bayling3_export(tmp_path_factory, llama3_tokenizer_dir) -> tuple[Path, Path]:
+    """(checkpoint, its fp32 export): a random 2-layer Llama with the Llama-3 tokenizer and a BayLing-3 template."""
+    root = tmp_path_factory.mktemp("tiny-bayling3")
+    checkpoint = write_tiny_llama(root / "ckpt", llama3_tokenizer_dir)
+    return checkpoint, to_onnx(checkpoint, root / "onnx", "fp32")
+
+
+def _export_config(folder: Path) -> dict:
+    return json.loads((folder / "bayling_onnx.json").read_text("utf-8"))
+
+
+def test_dynamic_rope_is_refused_in_one_line_and_nothing_is_written(tmp_path, llama3_tokenizer_dir):
+    checkpoint = write_tiny_llama(tmp_path / "dynamic", llama3_tokenizer_dir,
+                                  rope_scaling={"rope_type": "dynamic", "factor": 2.0})
+    out = tmp_path / "onnx"
+    with pytest.raises(InvalidModelFileError, match="RoPE scaling 'dynamic' is not supported"):
+        to_onnx(checkpoint, out, "fp32")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dynamic"]  # no export, no .partial staging folder
+    result = run_cli("convert", str(checkpoint), "--to", "onnx", "--quant", "fp32", "--out", str(out))
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and "RoPE scaling 'dynamic'" in lines[0], lines
+    assert not out.exists() and not out.with_name("onnx.partial").exists()
+
+
+def test_export_records_the_same_provenance_as_a_gguf_of_the_checkpoint(tiny_bayling3_export, tmp_path):
+    from datetime import datetime
+
+    from bayling_local import __version__
+    from bayling_local.convert import to_gguf
+    from bayling_local.gguf_header import read_gguf_header
+
+    checkpoint, export = tiny_bayling3_export
+    provenance = _export_config(export)["provenance"]
+    gguf = read_gguf_header(to_gguf(checkpoint, "f32", out=tmp_path / "tiny.gguf").path).metadata
+    assert provenance["sha256"] == gguf["general.source.sha256"]
+    assert provenance["tool"] == gguf["general.quantized_by"] == f"bayling-local {__version__}"
+    assert provenance["checkpoint"] == str(checkpoint.resolve())
+    assert provenance["quant"] == "fp32"
+    assert datetime.fromisoformat(provenance["date"]).tzinfo is not None
+
+
+def test_export_records_the_chat_format_and_open_model_uses_it(tiny_bayling3_export, tmp_path):
+    from bayling_local.model import open_model
+
+    checkpoint, export = tiny_bayling3_export
+    assert _export_config(export)["chat_format"] == "bayling-3"
+    model = open_model(str(export), options=LoadOptions(device="cpu", threads=1))
+    assert model.chat_format.id == "bayling-3"
+    model.close()
+    # An explicit format wins over the template, and only bayling_onnx.json carries it to open_model.
+    chosen = to_onnx(checkpoint, tmp_path / "chatml", "fp32", chat_format="chatml")
+    assert _export_config(chosen)["chat_format"] == "chatml"
+    model = open_model(str(chosen), options=LoadOptions(device="cpu", threads=1))
+    assert model.chat_format.id == "chatml"
+    model.close()
+    with pytest.raises(UsageError, match="unknown chat format 'llama-9'"):
+        to_onnx(checkpoint, tmp_path / "bad", "fp32", chat_format="llama-9")
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.partial").exists()

@@ -121,7 +121,7 @@ def _to_onnx(checkpoint: str, quant: str, out: str | None, name: str | None, cha
     target = Path(out).expanduser()
     if target.exists() and not force:
         raise UsageError(f"{target} exists; pass --force to replace it")
-    written = to_onnx(resolve_checkpoint(checkpoint), target, quant, block_size, export_device)
+    written = to_onnx(resolve_checkpoint(checkpoint), target, quant, block_size, export_device, chat_format)
     print(f"wrote {written} (ONNX); run it with `bayling-local chat --model {written}`")
 
 
