@@ -22,6 +22,11 @@ VERBS = (
         "Translate TEXT (or each stdin line, or a file with -i) into every --to language.",
     ),
     Verb(
+        "tm",
+        "bayling_local.cli.tm:app",
+        "Translation memory: import TMX and reviewed XLIFF/PO, export TMX 1.4, show counts.",
+    ),
+    Verb(
         "generate",
         "bayling_local.cli.generate:generate",
         "Continue PROMPT as raw text; only the model's own end-of-text tokens stop it.",
