@@ -42,9 +42,18 @@ def journal_entries(folder) -> int:
     return max(0, len(path.read_bytes().splitlines()) - 1) if path.exists() else 0
 
 
+# A test run started in the background (`cmd &` in a script, nohup) ignores SIGINT, and a child inherits
+# that: Python then installs no KeyboardInterrupt handler and Ctrl-C would do nothing. A user's terminal
+# delivers Ctrl-C, so the child installs Python's handler itself before running the CLI.
+WITH_CTRL_C = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'bayling-local'; runpy.run_module('bayling_local', run_name='__main__')"
+)
+
+
 def start(folder, *extra):
     return subprocess.Popen(
-        [sys.executable, "-m", "bayling_local", *command(folder, *extra)],
+        [sys.executable, "-c", WITH_CTRL_C, *command(folder, *extra)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=os.environ.copy(),
