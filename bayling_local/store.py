@@ -353,15 +353,9 @@ def _copy_artifact(source: Path, target: Path, manifest: Manifest, progress: Pro
 
 
 def _copy_file_hashing(source: Path, target: Path, progress: Progress | None) -> str:
-    digest, total, done = hashlib.sha256(), source.stat().st_size, 0
-    with source.open("rb") as reader, target.open("wb") as writer:
-        for chunk in iter(lambda: reader.read(1 << 22), b""):
-            digest.update(chunk)
-            writer.write(chunk)
-            done += len(chunk)
-            if progress:
-                progress(done, total)
-    return digest.hexdigest()
+    """Copy `source` to a new `target`, returning the sha256 of what was written."""
+    target.unlink(missing_ok=True)
+    return _append_from(source, target, progress)
 
 
 def file_sha256(path: Path) -> str:

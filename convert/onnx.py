@@ -398,17 +398,7 @@ def quantize_embedding(proto: onnx.ModelProto, block_size: int = 32, tied: bool 
         proto, "embed_tokens", EMBEDDING_BITS, packed.reshape(vocab, hidden), scales.reshape(vocab, blocks),
         zero_points.reshape(vocab, blocks),
     )
-    nodes = []
-    for node in proto.graph.node:
-        if node.op_type == "Gather" and node.input[0] == "embed_tokens":
-            node = helper.make_node(
-                "GatherBlockQuantized", [quantized[0], node.input[1], *quantized[1:]], list(node.output),
-                name=f"{node.name}_Q{EMBEDDING_BITS}", domain="com.microsoft",
-                bits=EMBEDDING_BITS, block_size=block_size, gather_axis=0, quantize_axis=1,
-            )
-        nodes.append(node)
-    _replace(proto, nodes, {"embed_tokens"})
-    return proto
+    return _gather_blocks(proto, quantized, block_size, f"_Q{EMBEDDING_BITS}")
 
 
 def _output_layer_blocks(proto: onnx.ModelProto, block_size: int) -> tuple[onnx.NodeProto, int, int] | None:
@@ -433,13 +423,20 @@ def _gather_from_output_layer(proto: onnx.ModelProto, lm_head: onnx.NodeProto, v
         proto.graph.initializer.append(target)
         inputs.append(f"embed_tokens_from_{name}")
         reshapes.append(helper.make_node("Reshape", [name, target.name], [inputs[-1]], name=f"embed_tokens_view_{index}"))
+    return _gather_blocks(proto, inputs, block_size, f"_Q{EMBEDDING_BITS}_tied", before=reshapes)
+
+
+def _gather_blocks(proto: onnx.ModelProto, blocks: list[str], block_size: int, suffix: str,
+                   before: list[onnx.NodeProto] = ()) -> onnx.ModelProto:
+    """The embedding `Gather` replaced by a `GatherBlockQuantized` reading `blocks` (packed, scales[, zero
+    points]), after the nodes `before` that produce them; the float table is dropped."""
     nodes = []
     for node in proto.graph.node:
         if node.op_type == "Gather" and node.input[0] == "embed_tokens":
-            nodes.extend(reshapes)
+            nodes.extend(before)
             node = helper.make_node(
-                "GatherBlockQuantized", [inputs[0], node.input[1], *inputs[1:]], list(node.output),
-                name=f"{node.name}_Q{EMBEDDING_BITS}_tied", domain="com.microsoft",
+                "GatherBlockQuantized", [blocks[0], node.input[1], *blocks[1:]], list(node.output),
+                name=f"{node.name}{suffix}", domain="com.microsoft",
                 bits=EMBEDDING_BITS, block_size=block_size, gather_axis=0, quantize_axis=1,
             )
         nodes.append(node)

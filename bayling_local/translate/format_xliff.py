@@ -78,8 +78,8 @@ def parse_xliff(text: str, name: str):
         root = etree.fromstring(text.encode("utf-8"), parser)
     except etree.XMLSyntaxError as error:
         raise InputTextError(f"{name} is not well-formed XML ({error}); fix the file") from None
-    if _local(root) != "xliff":
-        raise InputTextError(f"{name} is not XLIFF (its root element is <{_local(root)}>)")
+    if local_name(root) != "xliff":
+        raise InputTextError(f"{name} is not XLIFF (its root element is <{local_name(root)}>)")
     return root
 
 
@@ -91,9 +91,9 @@ def read_xliff(text: str, options: ReadOptions) -> Document:
     root = parse_xliff(text, options.name)
     dialect = dialect_of(root)
     document = Document([], XliffLayout(text, []))
-    for position, (unit, holder) in enumerate(_units(root, dialect)):
-        source = _child(holder, "source")
-        if source is None or (_is_final(holder, dialect) and not options.overwrite_final):
+    for position, (unit, holder) in enumerate(translatable_units(root, dialect)):
+        source = child_named(holder, "source")
+        if source is None or (is_final(holder, dialect) and not options.overwrite_final):
             continue
         flat, placeholders, _ = flatten(source, dialect)
         if not flat.strip():
@@ -103,20 +103,22 @@ def read_xliff(text: str, options: ReadOptions) -> Document:
     return document
 
 
-def _units(root, dialect: Dialect) -> Iterator[tuple[object, object]]:
+def translatable_units(root, dialect: Dialect) -> Iterator[tuple[object, object]]:
     """(unit, the element holding source/target/state): the trans-unit twice in 1.2, unit and segment in 2.x."""
     for unit in root.iter():
-        name = _local(unit)
+        name = local_name(unit)
         if name == "trans-unit" and dialect is V1 and unit.get("translate") != "no":
             yield unit, unit
         elif name == "unit" and dialect is V2 and unit.get("translate") != "no":
             for segment in unit:
-                if _local(segment) == "segment":
+                if local_name(segment) == "segment":
                     yield unit, segment
 
 
-def _is_final(holder, dialect: Dialect) -> bool:
-    target = _child(holder, "target")
+def is_final(holder, dialect: Dialect) -> bool:
+    """A unit a person marked done (1.2 approved or a final state; 2.x final/reviewed): translate leaves
+    it alone, and the memory imports it as a human translation."""
+    target = child_named(holder, "target")
     if dialect is V1:
         state = target.get("state") if target is not None else None
         return holder.get("approved") == "yes" or state in dialect.final_states
@@ -124,7 +126,7 @@ def _is_final(holder, dialect: Dialect) -> bool:
 
 
 def _notes(unit, holder) -> str:
-    notes = [n for n in unit.iter() if _local(n) == "note" and (n.text or "").strip()]
+    notes = [n for n in unit.iter() if local_name(n) == "note" and (n.text or "").strip()]
     context = [f"id {unit.get('resname') or unit.get('name')}"] if unit.get("resname") or unit.get("name") else []
     return "\n".join(context + [" ".join(n.text.split()) for n in notes])
 
@@ -151,7 +153,7 @@ def flatten(source, dialect: Dialect) -> tuple[str, tuple[Placeholder, ...], dic
                 parts.append(child.tail or "")
                 continue
             counter[0] += 1
-            number, name = counter[0], _local(child)
+            number, name = counter[0], local_name(child)
             if name in dialect.containers:
                 add(number, OPEN, child, True)
                 walk(child)
@@ -179,7 +181,7 @@ def write_xliff(
     root = parse_xliff(layout.text, "the input")
     dialect = dialect_of(root)
     _set_target_language(root, dialect, code)
-    units = list(_units(root, dialect))
+    units = list(translatable_units(root, dialect))
     rejected = flags.get(code, {})
     for index, position in enumerate(layout.places):
         unit, holder = units[position]
@@ -197,12 +199,12 @@ def _set_target_language(root, dialect: Dialect, code: str) -> None:
         root.set("trgLang", language)
     else:
         for file in root.iter():
-            if _local(file) == "file":
+            if local_name(file) == "file":
                 file.set("target-language", language)
 
 
 def _write_unit(unit, holder, dialect: Dialect, translation: str, problem: str | None) -> None:
-    source = _child(holder, "source")
+    source = child_named(holder, "source")
     _, _, codes = flatten(source, dialect)
     target = _target_of(holder, source)
     if problem is None:
@@ -226,7 +228,7 @@ def _write_unit(unit, holder, dialect: Dialect, translation: str, problem: str |
 def _target_of(holder, source):
     from lxml import etree
 
-    target = _child(holder, "target")
+    target = child_named(holder, "target")
     if target is None:
         target = etree.Element(source.tag.replace("source", "target"))
         target.tail = source.tail
@@ -276,7 +278,7 @@ def _add_note(unit, dialect: Dialect, text: str) -> None:
     if dialect is V1:
         note = etree.SubElement(unit, f"{namespace}note", {"from": "bayling-local"})
     else:
-        notes = _child(unit, "notes")
+        notes = child_named(unit, "notes")
         if notes is None:
             notes = etree.Element(f"{namespace}notes")
             unit.insert(0, notes)
@@ -284,10 +286,10 @@ def _add_note(unit, dialect: Dialect, text: str) -> None:
     note.text = text
 
 
-def _child(element, name: str):
-    return next((c for c in element if isinstance(c.tag, str) and _local(c) == name), None)
+def child_named(element, name: str):
+    return next((c for c in element if isinstance(c.tag, str) and local_name(c) == name), None)
 
 
-def _local(element) -> str:
+def local_name(element) -> str:
     tag = element.tag
     return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""

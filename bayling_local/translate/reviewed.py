@@ -12,7 +12,17 @@ from __future__ import annotations
 from bayling_local.errors import InputTextError
 from bayling_local.languages import Language
 from bayling_local.translate.format_po import parse_po
-from bayling_local.translate.format_xliff import V1, Dialect, dialect_of, flatten, parse_xliff
+from bayling_local.translate.format_xliff import (
+    V1,
+    Dialect,
+    child_named,
+    dialect_of,
+    flatten,
+    is_final,
+    local_name,
+    parse_xliff,
+    translatable_units,
+)
 from bayling_local.translate.memory import HUMAN, MemoryUnit
 from bayling_local.translate.placeholders import MARKUP_TOKEN, problems
 from bayling_local.translate.tmx import ReadUnits, language_of_tag
@@ -25,7 +35,7 @@ def read_reviewed_xliff(text: str, name: str, source: Language, target: Language
     dialect = dialect_of(root)
     _check_xliff_languages(root, dialect, name, source, target)
     units, skipped = [], {}
-    for holder in _holders(root, dialect):
+    for _, holder in translatable_units(root, dialect):
         unit = _xliff_unit(holder, dialect, source, target)
         if isinstance(unit, str):
             skipped[unit] = skipped.get(unit, 0) + 1
@@ -36,7 +46,7 @@ def read_reviewed_xliff(text: str, name: str, source: Language, target: Language
 
 def _check_xliff_languages(root, dialect: Dialect, name: str, source: Language, target: Language) -> None:
     """Every declared source/target language must be the asked pair (1.2: on each <file>; 2.x: on the root)."""
-    holders = [e for e in root.iter() if _local(e) == "file"] if dialect is V1 else [root]
+    holders = [e for e in root.iter() if local_name(e) == "file"] if dialect is V1 else [root]
     for holder in holders:
         for attribute, wanted in zip(XLIFF_LANGUAGES[dialect.version], (source, target)):
             tag = holder.get(attribute)
@@ -48,25 +58,9 @@ def _check_xliff_languages(root, dialect: Dialect, name: str, source: Language, 
                 )
 
 
-def _holders(root, dialect: Dialect):
-    """The elements holding source, target and state: 1.2 trans-units, 2.x segments."""
-    for element in root.iter():
-        name = _local(element)
-        if dialect is V1 and name == "trans-unit" and element.get("translate") != "no" or dialect is not V1 and name == "segment" and element.getparent().get("translate") != "no":
-            yield element
-
-
-def _is_reviewed(holder, dialect: Dialect) -> bool:
-    target = _child(holder, "target")
-    if dialect is V1:
-        state = target.get("state") if target is not None else None
-        return holder.get("approved") == "yes" or state in dialect.final_states
-    return holder.get("state") in dialect.final_states
-
-
 def _xliff_unit(holder, dialect: Dialect, source: Language, target: Language) -> MemoryUnit | str | None:
-    source_element, target_element = _child(holder, "source"), _child(holder, "target")
-    if source_element is None or target_element is None or not _is_reviewed(holder, dialect):
+    source_element, target_element = child_named(holder, "source"), child_named(holder, "target")
+    if source_element is None or target_element is None or not is_final(holder, dialect):
         return None
     flat, placeholders, codes = flatten(source_element, dialect)
     translated = _flatten_target(target_element, codes, dialect)
@@ -91,7 +85,7 @@ def _walk(element, numbers: dict, dialect: Dialect, parts: list[str]) -> bool:
             number = numbers.get(_code_key(child))
             if number is None:
                 return False
-            name = _local(child)
+            name = local_name(child)
             if name in dialect.containers:
                 parts.append(f"<{number}>")
                 if not _walk(child, numbers, dialect, parts):
@@ -109,7 +103,7 @@ def _walk(element, numbers: dict, dialect: Dialect, parts: list[str]) -> bool:
 
 def _code_key(element) -> tuple[str, str]:
     """What ties a target's inline element to the source's: its name and id (2.x `<ec>`: startRef)."""
-    return _local(element), element.get("id") or element.get("startRef") or element.get("mid") or ""
+    return local_name(element), element.get("id") or element.get("startRef") or element.get("mid") or ""
 
 
 def read_reviewed_po(text: str, name: str, source: Language, target: Language) -> ReadUnits:
@@ -142,12 +136,3 @@ def _po_pairs(entry) -> list[tuple[str, str]]:
     if len(forms) == 1:
         return [(entry.msgid_plural, forms.get(0, ""))]
     return [(entry.msgid, forms.get(0, "")), (entry.msgid_plural, forms.get(1, ""))]
-
-
-def _child(element, name: str):
-    return next((c for c in element if isinstance(c.tag, str) and _local(c) == name), None)
-
-
-def _local(element) -> str:
-    tag = element.tag
-    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
