@@ -23,7 +23,7 @@ from bayling_local.model import Model
 from bayling_local.translate import LENGTH_FACTOR, LENGTH_SLACK, as_one_line, translation_messages
 from bayling_local.translate.detect import detect_language
 from bayling_local.translate.document import Document, ReadOptions
-from bayling_local.translate.files import journal_path, output_paths, read_input, write_atomically
+from bayling_local.translate.files import journal_path, output_paths, read_input, read_input_bytes, write_atomically
 from bayling_local.translate.formats import FileFormat, format_for_path, get_format
 from bayling_local.translate.glossary import Glossary, GlossaryTerm, missing_terms
 from bayling_local.translate.hints import hinted_messages
@@ -143,7 +143,7 @@ def prepare_batch(input_path: str | Path, targets: Sequence[Language], options: 
     """Read and check the input and outputs, and list the pieces to translate (no model needed)."""
     path = Path(input_path)
     file_format = get_format(options.format) if options.format else format_for_path(path)
-    text = read_input(path)
+    text = read_input_bytes(path) if file_format.binary else read_input(path)
     outputs = output_paths(path, targets, options.output, file_format.one_file_per_target)
     read_options = ReadOptions(
         path.name, options.field, options.column, options.skip_bad, options.overwrite_final, options.mark_fuzzy

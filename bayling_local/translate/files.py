@@ -18,11 +18,17 @@ CODE_JOINER = "+"
 
 def read_input(path: Path) -> str:
     """The input file as text; a clear error when it is missing, a folder or not UTF-8."""
+    return decode_utf8(read_input_bytes(path), str(path))
+
+
+def read_input_bytes(path: Path) -> bytes:
+    """The input file as bytes (a format that decodes them itself: DOCX, HTML); a clear error when it is
+    missing or a folder."""
     if not path.exists():
         raise InputTextError(f"input file {path} does not exist")
     if path.is_dir():
         raise InputTextError(f"input {path} is a folder; give one file (loop over a folder in the shell)")
-    return decode_utf8(path.read_bytes(), str(path))
+    return path.read_bytes()
 
 
 def decode_utf8(data: bytes, what: str) -> str:
@@ -77,14 +83,16 @@ def _check_output(input_path: Path, output: Path) -> None:
         raise UsageError(f"the output folder {output.parent} does not exist; create it first")
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write `path` so that it appears only complete: a temporary file beside it, then os.replace."""
+def write_atomically(path: Path, content: str | bytes) -> None:
+    """Write `path` so that it appears only complete: a temporary file beside it, then os.replace. Text is
+    written as UTF-8; bytes as they are."""
+    data = content.encode("utf-8") if isinstance(content, str) else content
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     # os.open with 0o666 lets the umask decide the mode, as for any new file (mkstemp would give 0600).
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)

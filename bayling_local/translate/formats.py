@@ -1,7 +1,8 @@
 """The file formats `translate -i` reads and writes, described as data: a reader/writer pair per format.
 
 A format whose rows can hold every target (JSONL, TSV, CSV) writes one file with a field or column per
-target; the others (text, SRT, Markdown) write one file per target.
+target; the others (text, SRT, Markdown, XLIFF, PO, DOCX, HTML) write one file per target. A `binary`
+format (DOCX, HTML: they decode their bytes themselves) reads bytes and writes bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from bayling_local.errors import UsageError
 from bayling_local.translate.document import Document, ReadOptions
 from bayling_local.translate.format_delimited import read_csv, read_tsv, write_csv, write_tsv
+from bayling_local.translate.format_docx import read_docx, write_docx
+from bayling_local.translate.format_html import read_html, write_html
 from bayling_local.translate.format_jsonl import read_jsonl, write_jsonl
 from bayling_local.translate.format_markdown import read_markdown, write_markdown
 from bayling_local.translate.format_po import read_po, write_po
@@ -20,8 +23,8 @@ from bayling_local.translate.format_srt import read_srt, write_srt
 from bayling_local.translate.format_text import read_text, write_text
 from bayling_local.translate.format_xliff import read_xliff, write_xliff
 
-Reader = Callable[[str, ReadOptions], Document]
-Writer = Callable[[Document, Mapping[str, Sequence[str]]], str]
+Reader = Callable[[str | bytes, ReadOptions], Document]
+Writer = Callable[[Document, Mapping[str, Sequence[str]]], str | bytes]
 """(document, target code -> a translation per segment) -> the output file's text. A format with placeholders
 (`takes_flags`) is also given `flags`: target code -> segment index -> why its translation was rejected."""
 
@@ -35,6 +38,7 @@ class FileFormat:
     write: Writer
     one_file_per_target: bool
     takes_flags: bool = False
+    binary: bool = False
 
 
 FORMATS: dict[str, FileFormat] = {
@@ -52,9 +56,29 @@ FORMATS: dict[str, FileFormat] = {
             "xliff", (".xlf", ".xliff"), "XLIFF 1.2/2.x, inline codes kept", read_xliff, write_xliff, True, True
         ),
         FileFormat("po", (".po", ".pot"), "gettext, plurals and format specifiers kept", read_po, write_po, True, True),
+        FileFormat(
+            "docx",
+            (".docx",),
+            "Word: run formatting, links, fields, notes kept",
+            read_docx,
+            write_docx,
+            True,
+            True,
+            binary=True,
+        ),
+        FileFormat(
+            "html",
+            (".html", ".htm"),
+            "inline markup, alt/title kept; code untouched",
+            read_html,
+            write_html,
+            True,
+            True,
+            binary=True,
+        ),
     )
 }
-ALIASES = {"txt": "text", "md": "markdown", "ndjson": "jsonl", "xlf": "xliff", "pot": "po"}
+ALIASES = {"txt": "text", "md": "markdown", "ndjson": "jsonl", "xlf": "xliff", "pot": "po", "htm": "html"}
 
 
 def get_format(name: str) -> FileFormat:
