@@ -1,0 +1,296 @@
+"""Continuous batching over the ONNX Runtime backend: `parallel` preallocated KV cache rows, one request
+per row; a row a request leaves is refilled by the next queued one while the other rows keep decoding.
+
+Why each new row's prompt runs on its own, not in one mixed run as in llama.cpp's batch: the exported
+graph (`convert/onnx.py`) takes input_ids [batch, sequence] with one `sequence` for every row, and its
+GroupQueryAttention puts a row's new tokens after (mask sum - sequence) cached ones, so every input token
+of a row is real to it: a decoding row cannot be padded to a prompt's length. A step is therefore the
+prompt runs of rows that joined (each alone in its row, bound by pointer offset like the backend's own
+prefill; a prompt longer than `step_tokens` in chunks over several steps, so it does not stall the
+decoders), then one run that decodes a token for every row up to the highest one in use. A row in that
+range with nothing to decode is fed padding at the position its next prompt token overwrites.
+
+A request's prompt thus runs exactly as it does alone, and its greedy tokens differ from a lone run's
+only where a batched MatMul rounds a near-tie the other way. One thread owns the cache and runs the
+step loop; `submit` only enqueues.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections import deque
+from collections.abc import Callable
+from collections.abc import Sequence as Ids
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bayling_local.backends.base import Completion, GenerationConfig
+from bayling_local.backends.decoding import TextAssembler, stop_token_set
+from bayling_local.backends.sampling import Sampler
+from bayling_local.engine.requests import EngineStats, RequestHandle
+from bayling_local.errors import ContextOverflowError, InputTextError, UsageError
+
+STEP_TOKENS = 512
+"""Prompt tokens run per step at most; a longer prompt is prefilled in chunks over several steps."""
+
+
+@dataclass
+class RowRequest:
+    """One request while it holds a cache row: its prompt goes in (in chunks), then a token per step."""
+
+    handle: RequestHandle
+    row: int
+    budget: int
+    """Most tokens to generate (max_tokens, cut to the room left in the row)."""
+    sampler: Sampler
+    assembler: TextAssembler
+    stop_ids: frozenset[int]
+    history: list[int]
+    """Prompt and generated tokens: what the repeat penalty looks back over."""
+    prefilled: int = 0
+    """Prompt tokens in the row so far."""
+    generated: list[int] = field(default_factory=list)
+    pending: int | None = None
+    """The token sampled last: the next decode run feeds it."""
+    finish: str | None = None
+
+    @property
+    def prompt(self) -> list[int]:
+        return self.handle.prompt_ids
+
+    @property
+    def prefilling(self) -> bool:
+        return self.prefilled < len(self.prompt)
+
+    @property
+    def held_tokens(self) -> int:
+        """Tokens in the row once `pending` has run: the prompt and everything generated."""
+        return len(self.prompt) + len(self.generated)
+
+    def take(self, token: int, detokenize: Callable[[list[int]], str]) -> None:
+        """A sampled token: a stop token ends the request (and is not part of its text); any other joins
+        the text, which may then end at a stop string or at the budget."""
+        if token in self.stop_ids:
+            self.finish = "stop"
+            return
+        self.generated.append(token)
+        self.history.append(token)
+        self.handle.emit(self.assembler.update(detokenize(self.generated)))
+        if self.assembler.stopped:
+            self.finish = "stop"
+        elif len(self.generated) >= self.budget:
+            self.finish = "length"
+        else:
+            self.pending = token
+
+    def complete(self, reason: str | None, detokenize: Callable[[list[int]], str]) -> None:
+        """End the request (with `reason`, or the one it finished with) and hand over its Completion."""
+        self.finish = reason or self.finish or "length"
+        if self.generated:
+            self.handle.emit(self.assembler.finish(detokenize(self.generated)))
+        self.handle.finish(Completion(self.assembler.text, list(self.generated), len(self.prompt), self.finish))
+
+
+class OnnxRowsEngine:
+    """Serves requests for a loaded `OnnxRuntimeBackend` with `parallel` cache rows of `capacity` tokens
+    (default: the backend's context length, so a request has the room it would have alone).
+
+    `stats.steps` counts steps: the prompt runs of a step and its one decode run."""
+
+    def __init__(self, backend, parallel: int, *, capacity: int | None = None, step_tokens: int = STEP_TOKENS):
+        if parallel < 1:
+            raise UsageError(f"--parallel must be at least 1 (got {parallel})")
+        self.backend = backend
+        self.stats = EngineStats(slots=parallel)
+        self.capacity = min(capacity or backend.info.context_length, backend.info.context_length)
+        self.step_tokens = max(1, step_tokens)
+        self._cache = backend.cache_rows(parallel, self.capacity)
+        self._free_rows = list(range(parallel))  # a heap: the lowest free row first keeps decode runs short
+        self._running: list[RowRequest] = []
+        self._queue: deque[RequestHandle] = deque()
+        self._wake = threading.Condition()
+        self._closing = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="onnx-engine", daemon=True)
+        self._thread.start()
+
+    # --- the Engine protocol -----------------------------------------------------------------------
+
+    def submit(
+        self, prompt_ids: Ids[int], config: GenerationConfig, cancel: threading.Event | None = None
+    ) -> RequestHandle:
+        """Queue a request; `cancel` (optional) is an event the caller already holds, shared or not."""
+        ids = [int(token) for token in prompt_ids]
+        self._check_prompt(ids)
+        handle = RequestHandle(ids, config, cancel_event=cancel or threading.Event())
+        with self._wake:
+            if self._error is not None:
+                handle.fail(self._error)
+            elif self._closing:
+                handle.finish(Completion("", [], len(ids), "cancelled"))
+            else:
+                self.stats.submitted += 1
+                self._queue.append(handle)
+                self.stats.queued = len(self._queue)
+                self._wake.notify()
+        return handle
+
+    def close(self) -> None:
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join()
+        self._cache = None
+
+    # --- the step loop (the engine's thread) --------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while self._step():
+                pass
+        except Exception as error:  # noqa: BLE001 - a failed run ends every request with the error, not a hang
+            self._fail_all(error)
+
+    def _step(self) -> bool:
+        if not self._wait_for_work():
+            self._cancel_all()
+            return False
+        for r in [r for r in self._running if r.handle.cancelled]:
+            self._end(r, "cancelled")
+        self._admit()
+        if self._running:
+            self._prefill_step()
+            self._end_finished()  # a request may end at its first token: its row then idles this step
+            self._decode_step()
+            self.stats.steps += 1
+            self._end_finished()
+        return True
+
+    def _wait_for_work(self) -> bool:
+        """False once the engine closes."""
+        with self._wake:
+            while not (self._closing or self._queue or self._running):
+                self._wake.wait()
+            return not self._closing
+
+    def _admit(self) -> None:
+        """Start queued requests in free rows; a cancelled one ends where it waits."""
+        with self._wake:
+            waiting = [h for h in self._queue if not h.cancelled]
+            cancelled = [h for h in self._queue if h.cancelled]
+            starting = waiting[: len(self._free_rows)]
+            self._queue = deque(waiting[len(starting) :])
+            self.stats.queued = len(self._queue)
+        for handle in cancelled:
+            self._cancel_queued(handle)
+        for handle in starting:
+            self._start(handle)
+
+    def _start(self, handle: RequestHandle) -> None:
+        config = handle.config
+        r = RowRequest(
+            handle,
+            heapq.heappop(self._free_rows),
+            max(0, min(config.max_tokens, self.capacity - len(handle.prompt_ids))),
+            Sampler(config),
+            TextAssembler(config.stop),
+            stop_token_set(self.backend.info, config),
+            list(handle.prompt_ids),
+        )
+        handle.admitted_step = self.stats.steps
+        self._running.append(r)
+        self.stats.active = len(self._running)
+        if r.budget <= 0:
+            self._end(r, "length")
+
+    def _prefill_step(self) -> None:
+        """Run prompts of rows that joined, in admission order, up to `step_tokens` tokens. A prompt that
+        fits in one step runs whole (exactly as alone); one that would only fit in part waits for the next
+        step, unless it is longer than a step, and then it goes in chunks of `step_tokens`."""
+        room = self.step_tokens
+        for r in [r for r in self._running if r.prefilling]:
+            left = len(r.prompt) - r.prefilled
+            count = left if left <= room else room if room == self.step_tokens else 0
+            if not count:
+                break
+            logits = self._cache.prefill(r.row, r.prompt[r.prefilled : r.prefilled + count], start=r.prefilled)
+            r.prefilled += count
+            room -= count
+            self.stats.prefill_tokens += count
+            if not r.prefilling:
+                self._sample(r, logits)
+
+    def _decode_step(self) -> None:
+        """One run feeds every pending token; rows below the highest decoding one that have nothing to
+        decode are fed padding where their next prompt token will overwrite it."""
+        decoding = [r for r in self._running if r.pending is not None]
+        if not decoding:
+            return
+        rows = max(r.row for r in decoding) + 1
+        tokens: list[int | None] = [None] * rows
+        lengths = [1] * rows  # a free row: padding at position 0
+        for r in self._running:
+            if r.row < rows and r.pending is None:
+                lengths[r.row] = r.prefilled + 1  # mid-prompt: just past what it holds
+        for r in decoding:
+            tokens[r.row], lengths[r.row] = r.pending, r.held_tokens
+        logits = self._cache.decode(tokens, lengths)
+        for r in decoding:
+            r.pending = None
+            self._sample(r, logits[r.row])
+
+    def _sample(self, r: RowRequest, logits: np.ndarray) -> None:
+        r.take(r.sampler.pick(logits, r.history), self.backend.detokenize)
+
+    def _end_finished(self) -> None:
+        for r in [r for r in self._running if r.finish is not None]:
+            self._end(r)
+
+    def _end(self, r: RowRequest, reason: str | None = None) -> None:
+        self._running.remove(r)
+        heapq.heappush(self._free_rows, r.row)
+        self.stats.active = len(self._running)
+        self.stats.finished += 1
+        r.handle.finished_step = self.stats.steps
+        r.complete(reason, self.backend.detokenize)
+
+    # --- ending everything -------------------------------------------------------------------------
+
+    def _cancel_all(self) -> None:
+        for r in list(self._running):
+            self._end(r, "cancelled")
+        with self._wake:
+            queued, self._queue = list(self._queue), deque()
+            self.stats.queued = 0
+        for handle in queued:
+            self._cancel_queued(handle)
+
+    def _cancel_queued(self, handle: RequestHandle) -> None:
+        """End a request that never got a row (it counts as finished: submitted == finished once drained)."""
+        self.stats.finished += 1
+        handle.finished_step = self.stats.steps
+        handle.finish(Completion("", [], len(handle.prompt_ids), "cancelled"))
+
+    def _fail_all(self, error: BaseException) -> None:
+        with self._wake:
+            self._error = error
+            handles = [r.handle for r in self._running] + list(self._queue)
+            self._running, self._queue = [], deque()
+            self.stats.active = self.stats.queued = 0
+        for handle in handles:
+            handle.fail(error)
+
+    def _check_prompt(self, ids: list[int]) -> None:
+        if not ids:
+            raise InputTextError("the prompt is empty")
+        vocab = self.backend.info.vocab_size
+        bad = [token for token in ids if not 0 <= token < vocab]
+        if bad:
+            raise InputTextError(f"token id {bad[0]} is outside this model's vocabulary (0..{vocab - 1})")
+        if len(ids) >= self.capacity:
+            raise ContextOverflowError(
+                f"the input is {len(ids)} tokens; an engine row holds {self.capacity} "
+                "(shorten the input or raise --context)"
+            )
