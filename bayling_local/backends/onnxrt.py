@@ -246,6 +246,11 @@ class OnnxRuntimeBackend:
             if all(done) or (finished is not None and all(f is not None for f in finished)):
                 return
 
+    def cache_rows(self, rows: int, capacity: int) -> CacheRows:
+        """A preallocated cache of `rows` sequences of `capacity` tokens that the caller fills and decodes
+        row by row (the engine's continuous batching, `bayling_local/engine/onnx_rows.py`)."""
+        return CacheRows(self, rows, capacity)
+
     def _new_cache(self, batch: int, capacity: int) -> _KVCache:
         dtype = np.float16 if self._config.get("kv_dtype") == "float16" else np.float32
         shape = (batch, int(self._config["num_key_value_heads"]), capacity, int(self._config["head_dim"]))
@@ -324,6 +329,40 @@ class OnnxRuntimeBackend:
     def close(self) -> None:
         self._session = None
         self._tokenizer = None
+
+
+class CacheRows:
+    """KV cache rows that outlive any one request: a prompt (or a chunk of one) runs into one row alone, and
+    one token runs for each of the first rows together, each row at its own length.
+
+    The graph takes one `sequence` length for every row of a run, and GroupQueryAttention takes a row's
+    past as (its mask sum - sequence), so every input token of a row counts as real: prompts cannot share
+    a run with one-token decodes. A prompt run binds its row alone (by pointer offset), as `_prefill` does.
+    """
+
+    def __init__(self, backend: OnnxRuntimeBackend, rows: int, capacity: int):
+        self.rows, self.capacity = rows, capacity
+        self._backend = backend
+        self._cache = backend._new_cache(rows, capacity)
+        self._decode_bindings: dict[int, Any] = {}  # rows in a decode run -> its binding (points into _cache)
+
+    def prefill(self, row: int, ids: Sequence[int], start: int = 0) -> np.ndarray:
+        """Run prompt tokens `ids` into `row` after the `start` tokens it holds; the last token's logits."""
+        binding = self._backend._binding(self._cache, rows=range(row, row + 1))
+        prompt = np.array([list(ids)], dtype=np.int64)
+        mask = np.ones((1, start + prompt.shape[1]), dtype=np.int64)
+        return self._backend._run(binding, prompt, mask, keep=1)[0, -1]
+
+    def decode(self, tokens: Sequence[int | None], lengths: Sequence[int]) -> np.ndarray:
+        """One token into each of rows 0..len(tokens)-1 (None: an idle row, fed padding); `lengths[b]` is
+        what row b holds after it. Logits [rows, vocab]; an idle row's are meaningless."""
+        count = len(tokens)
+        if count not in self._decode_bindings:
+            self._decode_bindings[count] = self._backend._binding(self._cache, rows=range(count))
+        pad = self._backend._pad_id
+        input_ids = np.array([[pad if t is None else t] for t in tokens], dtype=np.int64)
+        mask = _right_padded_mask(np.asarray(lengths, dtype=np.int64))
+        return self._backend._run(self._decode_bindings[count], input_ids, mask, keep=1)[:, -1]
 
 
 def _right_padded_mask(lengths: np.ndarray) -> np.ndarray:

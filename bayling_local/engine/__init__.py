@@ -13,10 +13,15 @@ __all__ = ["Engine", "EngineStats", "RequestHandle", "SerialEngine", "create_eng
 
 
 def create_engine(model, parallel: int = 1) -> Engine:
-    """An engine over `model`'s backend with `parallel` slots: continuous batching on llama.cpp, one
-    request at a time on backends without it."""
-    if getattr(model.backend, "name", None) == "llama.cpp":
+    """An engine over `model`'s backend with `parallel` slots: continuous batching on llama.cpp and ONNX
+    Runtime (cache rows), one request at a time on backends without it."""
+    backend_name = getattr(model.backend, "name", None)
+    if backend_name == "llama.cpp":
         from bayling_local.engine.continuous import ContinuousEngine  # imports llama.cpp's bindings lazily
 
         return ContinuousEngine(model.backend, parallel)
+    if backend_name == "onnxruntime":
+        from bayling_local.engine.onnx_rows import OnnxRowsEngine
+
+        return OnnxRowsEngine(model.backend, parallel)
     return SerialEngine(model.backend)
