@@ -116,6 +116,8 @@ class Model:
     chat_format: ChatFormat
     stop_token_ids: tuple[int, ...] = field(default=())
     stop_strings: tuple[str, ...] = field(default=())
+    backend_choice: str | None = None
+    """Why `--backend auto` (or a forced backend) loaded this artifact of its family; None: no choice."""
 
     @property
     def name(self) -> str:
@@ -223,11 +225,61 @@ def open_model(
     chat_format: str | None = None,
     backend: str | None = None,
 ) -> Model:
-    """Load `model` (store name, artifact path, or the default) ready to chat."""
-    source = resolve_model(model)
-    spec = backend_for_format(source.format, preferred=backend)
-    loaded = spec.load(source.address or source.path, options or LoadOptions())
-    return _with_chat_format(source, loaded, chat_format)
+    """Load `model` (store name, artifact path, or the default) ready to chat.
+
+    `backend`: None loads exactly that artifact with its format's backend; `auto` may load the GGUF or ONNX
+    conversion of the same checkpoint that decodes faster on this CPU (bayling_local/families.py); a
+    backend's name (`llama.cpp`, `onnx`, ...) forces it, taking the family's artifact of its format."""
+    options = options or LoadOptions()
+    choice = choose_artifact(model, backend, options)
+    spec = backend_for_format(choice.source.format, preferred=choice.backend)
+    loaded = spec.load(choice.source.address or choice.source.path, options)
+    opened = _with_chat_format(choice.source, loaded, chat_format)
+    opened.backend_choice = choice.reason
+    return opened
+
+
+@dataclass(frozen=True)
+class ArtifactChoice:
+    """The artifact `open_model` loads, the backend it asks for, and why (None: nothing was chosen)."""
+
+    source: ModelSource
+    backend: str | None
+    reason: str | None = None
+
+
+def choose_artifact(model: str | None, backend: str | None = None, options: LoadOptions | None = None) -> ArtifactChoice:
+    """What `open_model(model, backend=backend)` would load, without loading it."""
+    from bayling_local.families import AUTO, backend_name, choose_in_family
+
+    if backend is None:
+        return ArtifactChoice(resolve_model(model), None)
+    options = options or LoadOptions()
+    named = backend_name(backend)
+    stored = _stored_entry(model)
+    if stored is None:
+        return ArtifactChoice(resolve_model(model), None if named == AUTO else named)
+    chosen = choose_in_family(stored, named, options.threads, on_cpu=lambda: _runs_on_cpu(options))
+    return ArtifactChoice(_source_of(chosen.entry), chosen.backend, chosen.reason)
+
+
+def _stored_entry(model: str | None) -> StoredModel | None:
+    """The store entry `model` names (None for a path or a remote model)."""
+    spec = model or default_model_name()
+    if spec.startswith(REMOTE_PREFIX) or Path(spec).expanduser().exists() or _looks_like_path(spec):
+        return None
+    return get_model(spec)
+
+
+def _runs_on_cpu(options: LoadOptions) -> bool:
+    """Whether the model would run on the CPU, where the measured speeds of `--backend auto` hold."""
+    if options.device == "cpu":
+        return True
+    if options.device != "auto":
+        return False
+    from bayling_local.backends.device import llama_cpp_gpu_backend
+
+    return llama_cpp_gpu_backend() is None
 
 
 def artifact_chat_format(source: ModelSource) -> str | None:

@@ -13,6 +13,7 @@ import typer
 
 from bayling_local.cli.loading import open_model_for_cli
 from bayling_local.cli.options import (
+    BackendOption,
     ChatFormatOption,
     ContextOption,
     DeviceOption,
@@ -33,6 +34,7 @@ def chat(
     model: ModelOption = None,
     system: Annotated[str | None, typer.Option("--system", "-s", help="System prompt (replaces the format's default).")] = None,
     device: DeviceOption = "auto",
+    backend: BackendOption = "auto",
     threads: ThreadsOption = None,
     context: ContextOption = None,
     chat_format: ChatFormatOption = None,
@@ -45,7 +47,7 @@ def chat(
     """Chat with a model, streaming each answer as it is written."""
     from bayling_local.chat import ChatSession
 
-    loaded = open_model_for_cli(model, device, threads, context, chat_format)
+    loaded = open_model_for_cli(model, device, threads, context, chat_format, backend)
     config = generation_config(max_tokens, temperature, top_p, top_k, seed)
     session = ChatSession(loaded, config, system=system)
     interactive = sys.stdin.isatty()

@@ -17,6 +17,7 @@ def doctor() -> None:
         transformers_report,
     )
     from bayling_local.config import config_path
+    from bayling_local.families import auto_on_this_cpu
     from bayling_local.model import default_model_name
     from bayling_local.store import bayling_home
 
@@ -30,3 +31,5 @@ def doctor() -> None:
     )
     if reports[0].installed:
         print(f"llama.cpp extra buffer types (weight repacking): {llama_cpp_extra_buffers_default()}")
+    for line in auto_on_this_cpu():
+        print(line)

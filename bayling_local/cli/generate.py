@@ -9,6 +9,7 @@ import typer
 
 from bayling_local.cli.loading import open_model_for_cli
 from bayling_local.cli.options import (
+    BackendOption,
     ContextOption,
     DeviceOption,
     MaxTokensOption,
@@ -26,6 +27,7 @@ def generate(
     prompt: Annotated[str, typer.Argument(help="Text to continue (special tokens such as <|eot_id|> are parsed).")],
     model: ModelOption = None,
     device: DeviceOption = "auto",
+    backend: BackendOption = "auto",
     threads: ThreadsOption = None,
     context: ContextOption = None,
     max_tokens: MaxTokensOption = None,
@@ -35,7 +37,7 @@ def generate(
     seed: SeedOption = None,
 ) -> None:
     """Continue PROMPT as raw text; only the model's own end-of-text tokens stop it."""
-    loaded = open_model_for_cli(model, device, threads, context, None)
+    loaded = open_model_for_cli(model, device, threads, context, None, backend)
     config = generation_config(max_tokens, temperature, top_p, top_k, seed, default_max=128)
     for piece in loaded.complete(prompt, config):
         sys.stdout.write(piece)

@@ -19,6 +19,14 @@ ModelOption = Annotated[
 DeviceOption = Annotated[
     str, typer.Option("--device", help=f"Where to run: {', '.join(DEVICES)}. auto uses a GPU when the build has one.")
 ]
+BackendOption = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="auto: of a store model's GGUF and ONNX conversions (same checkpoint, same weight width), the one "
+        "that decodes faster on this CPU (`bayling-local doctor` says which and why); llama.cpp or onnx forces one.",
+    ),
+]
 ThreadsOption = Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads (default: the backend's choice).")]
 ContextOption = Annotated[
     int | None, typer.Option("--context", min=64, help="Context window in tokens (default: the model's, at most 8192).")

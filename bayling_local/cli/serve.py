@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from bayling_local.cli.options import ChatFormatOption, ContextOption, DeviceOption, ModelOption, ThreadsOption
+from bayling_local.cli.options import (
+    BackendOption,
+    ChatFormatOption,
+    ContextOption,
+    DeviceOption,
+    ModelOption,
+    ThreadsOption,
+)
 
 HostOption = Annotated[
     str, typer.Option("--host", help="Address to bind. Anything but loopback needs --api-key.")
@@ -39,6 +46,7 @@ def serve(
     max_body: MaxBodyOption = 4 * 1024 * 1024,
     served_name: ServedNameOption = None,
     device: DeviceOption = "auto",
+    backend: BackendOption = "auto",
     threads: ThreadsOption = None,
     context: ContextOption = None,
     chat_format: ChatFormatOption = None,
@@ -49,7 +57,10 @@ def serve(
     Binds 127.0.0.1 unless --host says otherwise; SIGTERM lets open requests finish, then stops.
     """
     from bayling_local.cli.options import load_options
+    from bayling_local.families import backend_name
     from bayling_local.serve.server import ServeSettings, run_server
+
+    backend_name(backend)  # a misspelt --backend is refused before the server starts
 
     settings = ServeSettings(host, port, api_key, parallel, max_queue, max_body, served_name)
     options = load_options(device, threads, context)
@@ -58,7 +69,9 @@ def serve(
         from bayling_local.engine import create_engine
         from bayling_local.model import open_model
 
-        loaded = open_model(model, options=options, chat_format=chat_format)
+        loaded = open_model(model, options=options, chat_format=chat_format, backend=backend)
+        if loaded.backend_choice:
+            print(loaded.backend_choice, file=sys.stderr, flush=True)
         return loaded, create_engine(loaded, parallel=parallel)
 
     run_server(settings, load, on_listening=_announce)

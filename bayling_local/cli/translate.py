@@ -12,6 +12,7 @@ import typer
 
 from bayling_local.cli.loading import open_model_for_cli
 from bayling_local.cli.options import (
+    BackendOption,
     ChatFormatOption,
     ContextOption,
     DeviceOption,
@@ -184,6 +185,7 @@ def translate(
     no_fuzzy: NoFuzzyOption = False,
     model: ModelOption = None,
     device: DeviceOption = "auto",
+    backend: BackendOption = "auto",
     threads: ThreadsOption = None,
     context: ContextOption = None,
     chat_format: ChatFormatOption = None,
@@ -206,7 +208,7 @@ def translate(
     from bayling_local.languages import resolve_many
 
     targets = resolve_many(to)
-    loaded_args = (model, device, threads, context, chat_format)
+    loaded_args = (model, device, threads, context, chat_format, backend)
     config = generation_config(None, temperature, top_p, top_k, seed)
     if input_path is None:
         given = {
