@@ -49,7 +49,7 @@ InputOption = Annotated[
     typer.Option(
         "--input",
         "-i",
-        help="File to translate: text, JSONL, TSV, CSV, SRT, Markdown, XLIFF or PO.",
+        help="File to translate: text, JSONL, TSV, CSV, SRT, Markdown, XLIFF, PO, DOCX or HTML.",
         rich_help_panel=FILE_PANEL,
     ),
 ]
@@ -67,7 +67,7 @@ FormatOption = Annotated[
     str | None,
     typer.Option(
         "--format",
-        help="text, jsonl, tsv, csv, srt, markdown, xliff or po. Default: from the extension.",
+        help="text, jsonl, tsv, csv, srt, markdown, xliff, po, docx or html. Default: from the extension.",
         rich_help_panel=FILE_PANEL,
     ),
 ]
