@@ -101,12 +101,12 @@ def test_unknown_target_language(tmp_path):
 
 def test_unknown_format(tmp_path):
     (tmp_path / "notes.txt").write_text("Hello.\n")
-    refused(tmp_path, "notes.txt", "--format", "docx", contains="unknown format 'docx'; choose one of: text, jsonl")
+    refused(tmp_path, "notes.txt", "--format", "pdf", contains="unknown format 'pdf'; choose one of: text, jsonl")
 
 
 def test_unknown_extension_asks_for_a_format(tmp_path):
-    (tmp_path / "notes.docx").write_text("Hello.\n")
-    refused(tmp_path, "notes.docx", contains="pass --format")
+    (tmp_path / "notes.pdf").write_text("Hello.\n")
+    refused(tmp_path, "notes.pdf", contains="pass --format")
 
 
 def test_several_targets_into_one_named_file_need_the_lang_placeholder(tmp_path):
