@@ -307,9 +307,19 @@ class _Run:
     def notify(self, batch: int, batches: int) -> None:
         if self.progress is not None:
             report, elapsed = self.report, time.monotonic() - self.started
-            done = report.resumed + report.translated
+            done = report.resumed + report.tm_exact + report.translated
             self.progress(
-                BatchProgress(done, len(self.plan.items), report.resumed, batch, batches, report.tokens, elapsed)
+                BatchProgress(
+                    done,
+                    len(self.plan.items),
+                    report.resumed,
+                    batch,
+                    batches,
+                    report.tokens,
+                    elapsed,
+                    tm_exact=report.tm_exact,
+                    tm_fuzzy=report.tm_fuzzy,
+                )
             )
 
     def finish(self) -> BatchReport:

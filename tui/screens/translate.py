@@ -1,5 +1,6 @@
 """Translate: pick the source and any number of targets, type text and watch each translation stream;
-or translate a whole file with the batch translator (progress, cancel, resume)."""
+or translate a whole file in any registered format (XLIFF, PO, ...) with the batch translator and the
+translation memory (progress, memory hits, cancel, resume)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""The translate screen's file mode: `translate_file` on one file, with progress, Esc to stop, resume.
+"""The translate screen's file mode: any registered format, with progress, memory hits, Esc to stop, resume.
 
-A stopped run keeps its journal beside the output; starting the same file and targets again continues
-from it (the batch translator decides), unless "start over" is ticked.
+The run is the CLI's: `prepare_batch` (input, format and outputs checked before the model is touched),
+then `run_batch` with the translation memory on unless unticked. A stopped run keeps its journal beside
+the output; starting the same file and targets again continues from it, unless "start over" is ticked.
 """
 
 from __future__ import annotations
@@ -13,13 +14,27 @@ from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import Button, Checkbox, Input, Label, ProgressBar
+from textual.widgets import Button, Checkbox, Input, Label, ProgressBar, Select
 
 from bayling_local.languages import Language
-from bayling_local.translate.batch import DEFAULT_BATCH_SIZE, BatchOptions, BatchProgress, BatchReport, translate_file
+from bayling_local.translate.batch import (
+    DEFAULT_BATCH_SIZE,
+    BatchPlan,
+    BatchProgress,
+    BatchReport,
+    prepare_batch,
+    run_batch,
+)
 from bayling_local.tui.errors import describe
-
-FORMATS_HINT = "text, jsonl, tsv, csv, srt or markdown (from the extension)"
+from bayling_local.tui.translation import (
+    FROM_EXTENSION,
+    FileRequest,
+    format_choices,
+    formats_hint,
+    planned_outputs,
+    progress_memory_line,
+    report_memory_line,
+)
 
 
 def progress_line(progress: BatchProgress) -> str:
@@ -30,9 +45,11 @@ def progress_line(progress: BatchProgress) -> str:
 
 def report_line(report: BatchReport) -> str:
     if not report.completed:
-        return f"stopped after {report.resumed + report.translated}/{report.pieces} pieces; Start resumes"
+        finished = report.resumed + report.tm_exact + report.translated
+        return f"stopped after {finished}/{report.pieces} pieces; Start resumes"
     outputs = ", ".join(sorted({str(p) for p in report.outputs.values()}))
-    return f"done: {report.pieces} pieces in {report.seconds:.1f} s → {outputs}"
+    flagged = f" · {len(report.flagged)} flagged for review" if report.flagged else ""
+    return f"done: {report.pieces} pieces in {report.seconds:.1f} s{flagged} → {outputs}"
 
 
 class FileTranslation(Vertical):
@@ -42,9 +59,13 @@ class FileTranslation(Vertical):
     FileTranslation .row { height: auto; }
     FileTranslation .row Button { margin: 0 1 0 0; }
     FileTranslation .row Label { padding: 0 1 0 0; }
+    FileTranslation .row Checkbox { margin: 0 2 0 0; }
+    FileTranslation #file-format { width: 28; margin: 0 2 0 0; }
     FileTranslation #file-batch { width: 8; margin: 0 2 0 0; }
+    FileTranslation #file-plan { color: $text-muted; margin: 1 0 1 0; }
     FileTranslation ProgressBar { margin: 1 0 0 0; }
-    FileTranslation #file-status { color: $text-muted; margin: 1 0 0 0; }
+    FileTranslation #file-memory { margin: 1 0 0 0; }
+    FileTranslation #file-status { color: $text-muted; }
     """
 
     class Running(Message):
@@ -56,24 +77,71 @@ class FileTranslation(Vertical):
         super().__init__()
         self.source: Language | None = None
         self.targets: list[Language] = []
+        self.report: BatchReport | None = None
+        """The last run's report (finished or stopped)."""
         self._cancel: threading.Event | None = None
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder=f"input file: {FORMATS_HINT}", id="file-input")
-        yield Input(placeholder="output (optional): {lang} stands for the target code", id="file-output")
+        yield Input(placeholder=f"input file: {formats_hint()}", id="file-input")
+        yield Input(
+            placeholder="output (optional): {lang} stands for the target code; default INPUT.{lang}.EXT",
+            id="file-output",
+        )
+        with Horizontal(classes="row"):
+            yield Label("Format")
+            yield Select(format_choices(), value=FROM_EXTENSION, allow_blank=False, compact=True, id="file-format")
+            yield Checkbox(
+                "translation memory",
+                value=True,
+                id="file-tm",
+                compact=True,
+                tooltip="Reuse earlier translations of the same text without the model, and remember this run's",
+            )
+            yield Checkbox(
+                "start over", id="file-restart", compact=True, tooltip="Drop the journal and translate everything again"
+            )
+        yield Label("", id="file-plan")
         with Horizontal(classes="row"):
             yield Label("Batch size")
             yield Input(str(DEFAULT_BATCH_SIZE), id="file-batch", type="integer", compact=True)
             yield Button("Start / resume", id="file-start", variant="primary", compact=True)
             yield Button("Stop", id="file-stop", compact=True, disabled=True)
-            yield Checkbox(
-                "start over", id="file-restart", compact=True, tooltip="Drop the journal and translate everything again"
-            )
         yield ProgressBar(total=100, show_eta=False, id="file-progress")
+        yield Label("", id="file-memory")
         yield Label("Each run journals its progress; a stopped run resumes where it stopped.", id="file-status")
 
     def set_languages(self, source: Language | None, targets: list[Language]) -> None:
         self.source, self.targets = source, list(targets)
+        self._show_plan()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id in ("file-input", "file-output"):
+            self._show_plan()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        self._show_plan()
+
+    def _show_plan(self) -> None:
+        """Which files a run would write, updated as the form changes, so multi-target naming shows up front."""
+        request = self._request()
+        plan = planned_outputs(request, self.targets) if request is not None else ""
+        self.query_one("#file-plan", Label).update(plan)
+
+    def _request(self) -> FileRequest | None:
+        path = self.query_one("#file-input", Input).value.strip()
+        batch = self.query_one("#file-batch", Input).value.strip()
+        if not path:
+            return None
+        return FileRequest(
+            input=Path(path).expanduser(),
+            output=self.query_one("#file-output", Input).value.strip() or None,
+            format=str(self.query_one("#file-format", Select).value),
+            source=self.source,
+            batch_size=int(batch) if batch.isdigit() else 0,
+            restart=self.query_one("#file-restart", Checkbox).value,
+            memory=self.query_one("#file-tm", Checkbox).value,
+        )
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
@@ -83,26 +151,18 @@ class FileTranslation(Vertical):
             self.stop()
 
     def start(self) -> None:
-        path = self.query_one("#file-input", Input).value.strip()
-        batch = self.query_one("#file-batch", Input).value.strip()
+        request = self._request()
         if self._cancel is not None:
             self.notify("a file is being translated; Esc stops it", severity="warning")
-        elif not path or not self.targets:
+        elif request is None or not self.targets:
             self.notify("give an input file and at least one target language", severity="warning")
-        elif not batch.isdigit() or int(batch) < 1:
+        elif request.batch_size < 1:
             self.notify("the batch size is a whole number of at least 1", severity="warning")
         elif self.app.model_state != "ready":
             self.notify("wait for the model to load", severity="warning")
         else:
-            options = BatchOptions(
-                output=self.query_one("#file-output", Input).value.strip() or None,
-                source=self.source,
-                detect_source=self.source is None,
-                restart=self.query_one("#file-restart", Checkbox).value,
-                batch_size=int(batch),
-            )
             self._set_running(threading.Event())
-            self._run(Path(path).expanduser(), list(self.targets), options, self._cancel)
+            self._run(request, list(self.targets), self._cancel)
 
     def stop(self) -> None:
         if self._cancel is not None:
@@ -118,15 +178,15 @@ class FileTranslation(Vertical):
         self.post_message(self.Running(cancel is not None))
 
     @work(thread=True, exclusive=True, group="translate-file")
-    def _run(self, path: Path, targets: list[Language], options: BatchOptions, cancel: threading.Event) -> None:
+    def _run(self, request: FileRequest, targets: list[Language], cancel: threading.Event) -> None:
         app = self.app
         try:
+            plan = prepare_batch(request.input, targets, request.options())  # bad input fails here, as in the CLI
+            app.call_from_thread(self._show_started, plan)
             with app.slot.use("translating a file", cancel) as model:
-                report = translate_file(
+                report = run_batch(
                     model,
-                    path,
-                    targets,
-                    options=options,
+                    plan,
                     cancel=cancel,
                     progress=lambda progress: app.call_from_thread(self._show_progress, progress),
                 )
@@ -135,8 +195,15 @@ class FileTranslation(Vertical):
             return
         app.call_from_thread(self._finished, report, None)
 
+    def _show_started(self, plan: BatchPlan) -> None:
+        outputs = ", ".join(sorted({str(p) for p in plan.outputs.values()}))
+        self.query_one("#file-plan", Label).update(f"{plan.file_format.name} → {outputs}")
+        memory = "looking up the translation memory…" if plan.options.memory else "memory: off"
+        self.query_one("#file-memory", Label).update(memory)
+
     def _show_progress(self, progress: BatchProgress) -> None:
         self.query_one(ProgressBar).update(total=max(1, progress.total), progress=progress.done)
+        self.query_one("#file-memory", Label).update(progress_memory_line(progress))
         self.query_one("#file-status", Label).update(progress_line(progress))
 
     def _finished(self, report: BatchReport | None, error: str | None) -> None:
@@ -145,6 +212,8 @@ class FileTranslation(Vertical):
             self.query_one("#file-status", Label).update(error or "failed")
             self.notify(error or "failed", title="file translation", severity="error", timeout=10)
             return
+        self.report = report
+        self.query_one("#file-memory", Label).update(report_memory_line(report))
         self.query_one("#file-status", Label).update(report_line(report))
         if report.completed:
-            self.notify(report_line(report), title="file translation", timeout=8)
+            self.notify(f"{report_line(report)}\n{report_memory_line(report)}", title="file translation", timeout=8)
