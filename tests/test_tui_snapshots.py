@@ -96,6 +96,17 @@ def test_translate_screen(snap_compare, app, size):
     assert snap_compare(app, terminal_size=SIZES[size], run_before=type_source_text)
 
 
+async def fill_in_the_file_form(pilot) -> None:
+    await pilot.press("f2")
+    pilot.app.screen.query_one("TabbedContent").active = "file-mode"
+    pilot.app.screen.query_one("#file-input").value = "shop.po"  # relative: the planned output reads the same anywhere
+    await steady(pilot)
+
+
+def test_translate_file_mode(snap_compare, app):
+    assert snap_compare(app, terminal_size=SIZES["80x24"], run_before=fill_in_the_file_form)
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_bench_screen(snap_compare, app, size):
     assert snap_compare(app, terminal_size=SIZES[size], run_before=pressing("f3"))

@@ -170,6 +170,10 @@ async def test_the_format_picker_lists_the_registry_and_a_shared_name_for_two_ta
             picker.value = name  # Select refuses a value that is not one of its options
         picker.value = FROM_EXTENSION
         screen.query_one("#file-input", Input).value = str(source)
+        picker.value = "xliff"  # a format chosen by hand overrides the extension, as --format does
+        await pilot.pause()
+        assert label_text(screen, "#file-plan").startswith("xliff → ")
+        picker.value = FROM_EXTENSION
         screen.query_one("#file-output", Input).value = str(home / "shop-translated.po")
         await pilot.pause()
         assert "{lang}" in label_text(screen, "#file-plan")  # why it cannot run, before it is started

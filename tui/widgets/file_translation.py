@@ -84,7 +84,7 @@ class FileTranslation(Vertical):
     def compose(self) -> ComposeResult:
         yield Input(placeholder=f"input file: {formats_hint()}", id="file-input")
         yield Input(
-            placeholder="output (optional): {lang} stands for the target code; default INPUT.{lang}.EXT",
+            placeholder="output (optional): {lang} is the target code; default INPUT.{lang}.EXT",
             id="file-output",
         )
         with Horizontal(classes="row"):
