@@ -14,6 +14,7 @@ a complex field's instructions (`w:fldChar` begin … separate) and its end are 
 breaks, drawings, note references, bookmarks and deletions are standalone codes, moved unchanged. Spelling
 marks (`w:proofErr`), soft hyphens and Word's last-rendered page breaks describe the source text only and
 are dropped from a translated paragraph; everything outside translated paragraphs is saved as it was.
+A segment's "line" in reports is its paragraph's number: body first, then headers, footers, footnotes, endnotes.
 """
 
 from __future__ import annotations
