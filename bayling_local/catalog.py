@@ -29,6 +29,9 @@ class CatalogEntry:
     format: str = "hf"
     """`hf` (safetensors checkpoint folder) or `gguf`."""
     languages: str = "multilingual (100+ languages via language alignment)"
+    draft_model: str | None = None
+    """The store name of a smaller model with the same tokenizer that `--draft-model auto` uses for
+    speculative decoding (the user imports it: `bayling-local models import FILE --name NAME`)."""
 
 
 BUNDLED_MODEL_NAME = "smollm2-135m-instruct"
@@ -60,6 +63,8 @@ CATALOG: dict[str, CatalogEntry] = {
             # 128009 and 128001 in the Llama-3 vocabulary; never id 2, which is '#' there.
             stop_tokens=("<|eot_id|>", "<|end_of_text|>"),
             hub_id="ICTNLP/bayling-2-llama-3-8b",
+            # Llama-3.2-1B-Instruct shares Llama-3's 128,256-token vocabulary (its GGUF, imported under this name).
+            draft_model="llama-3.2-1b-instruct",
         ),
         CatalogEntry(
             name=BUNDLED_MODEL_NAME,

@@ -25,7 +25,7 @@ from bayling_local.backends.base import (
 from bayling_local.backends.decoding import resolve_stop_token_ids
 from bayling_local.catalog import BUNDLED_MODEL_NAME
 from bayling_local.config import load_config
-from bayling_local.errors import ContextOverflowError, ModelNotFoundError
+from bayling_local.errors import ContextOverflowError, ModelNotFoundError, UsageError
 from bayling_local.prompts import (
     GGUF_CHAT_FORMAT_KEY,
     ChatFormat,
@@ -73,6 +73,31 @@ def resolve_model(model: str | None) -> ModelSource:
         raise ModelNotFoundError(f"{spec} does not exist")
     stored = get_model(spec)
     return _source_of(stored)
+
+
+def with_draft_path(options: LoadOptions, model: str | None) -> LoadOptions:
+    """`options` with the draft model (`--draft-model NAME|PATH|auto`) resolved to its GGUF file;
+    `auto` is the catalog's draft for `model`."""
+    speculation = options.speculation
+    if speculation is None or not speculation.draft_model or speculation.draft_path:
+        return options
+    name = speculation.draft_model
+    if name == "auto":
+        name = _catalog_draft(model)
+    source = resolve_model(name)
+    if source.format != "gguf":
+        raise UsageError(f"the draft model {name} is a {source.format} artifact; a draft must be a GGUF file")
+    return replace(options, speculation=replace(speculation, draft_path=str(source.path)))
+
+
+def _catalog_draft(model: str | None) -> str:
+    from bayling_local.catalog import CATALOG
+
+    name = model or default_model_name()
+    entry = CATALOG.get(name)
+    if entry is None or entry.draft_model is None:
+        raise UsageError(f"the catalog names no draft model for {name}; give one with --draft-model NAME|PATH")
+    return entry.draft_model
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -230,7 +255,7 @@ def open_model(
     `backend`: None loads exactly that artifact with its format's backend; `auto` may load the GGUF or ONNX
     conversion of the same checkpoint that decodes faster on this CPU (bayling_local/families.py); a
     backend's name (`llama.cpp`, `onnx`, ...) forces it, taking the family's artifact of its format."""
-    options = options or LoadOptions()
+    options = with_draft_path(options or LoadOptions(), model)
     choice = choose_artifact(model, backend, options)
     spec = backend_for_format(choice.source.format, preferred=choice.backend)
     loaded = spec.load(choice.source.address or choice.source.path, options)

@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from bayling_local.backends.base import Backend, LoadOptions
-from bayling_local.errors import BackendUnavailableError
+from bayling_local.errors import BackendUnavailableError, UsageError
 
 ENTRY_POINT_GROUP = "bayling_local.backends"
 
@@ -32,6 +32,8 @@ class BackendSpec:
     """Import name of the runtime library, checked before loading."""
     install_hint: str
     devices: tuple[str, ...] = ("cpu",)
+    speculative: bool = False
+    """Whether it runs speculative decoding (`--draft-model`, `--lookup-ngram`)."""
 
     def is_installed(self) -> bool:
         return importlib.util.find_spec(self.requires) is not None
@@ -40,6 +42,11 @@ class BackendSpec:
         if not self.is_installed():
             raise BackendUnavailableError(
                 f"the {self.name} backend needs the '{self.requires}' package; {self.install_hint}"
+            )
+        if options.speculation is not None and options.speculation.enabled and not self.speculative:
+            raise UsageError(
+                f"speculative decoding (--draft-model, --lookup-ngram) runs on the llama.cpp backend, "
+                f"not {self.name}; use a GGUF model or leave those options out"
             )
         backend_class = getattr(importlib.import_module(self.module), self.class_name)
         return backend_class.load(path, options)
@@ -90,6 +97,7 @@ LLAMA_CPP = BackendSpec(
     requires="llama_cpp",
     install_hint="run `pip install 'bayling-local[llama]'` (see README for CUDA and Metal builds)",
     devices=("cpu", "cuda", "metal"),
+    speculative=True,
 )
 TRANSFORMERS = BackendSpec(
     name="transformers",

@@ -16,6 +16,30 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "metal", "coreml")
 
 
 @dataclass(frozen=True)
+class SpeculationOptions:
+    """Speculative decoding: cheap drafts that the model verifies several tokens at a time.
+
+    Greedy output is token-for-token what plain decoding gives; sampled output keeps the model's
+    distribution (a drafted token is kept when the model's own sample equals it). llama.cpp only."""
+
+    draft_model: str | None = None
+    """A smaller model with the same vocabulary that drafts tokens (store name or GGUF path)."""
+    draft_path: str | None = None
+    """The draft model's GGUF file, once `draft_model` is resolved (set by `open_model`)."""
+    draft_tokens: int = 8
+    """Most tokens drafted ahead; adaptive (it shrinks while drafts are rejected) unless `fixed`."""
+    lookup_ngram: int = 0
+    """Draft from the prompt and the text so far: continue the latest earlier match of the last
+    2..N tokens (0: off). Needs no second model; pays off where text is copied (markup, names)."""
+    fixed: bool = False
+    """Always draft `draft_tokens` (benchmarks compare it with the adaptive length)."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.draft_model or self.draft_path or self.lookup_ngram)
+
+
+@dataclass(frozen=True)
 class LoadOptions:
     """How to load a model."""
 
@@ -33,6 +57,8 @@ class LoadOptions:
     """llama.cpp's extra CPU buffer types (weights repacked for its fastest kernels: CPU_REPACK, AMX).
     None decides: on, as in a stock llama.cpp, except for Q4_1 weights on a build with AMX (its AMX
     kernels crash on them); True or False forces it. Other backends ignore it."""
+    speculation: SpeculationOptions | None = None
+    """Speculative decoding (llama.cpp backend); None or not `enabled`: plain decoding."""
 
 
 DEFAULT_CONTEXT_CAP = 8192

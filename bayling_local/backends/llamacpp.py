@@ -29,6 +29,7 @@ from bayling_local.backends.base import (
     LoadOptions,
     ModelInfo,
     Prompt,
+    SpeculationOptions,
     TextStream,
     resolve_context_length,
 )
@@ -44,6 +45,7 @@ from bayling_local.errors import (
     BackendUnavailableError,
     ContextOverflowError,
     InvalidModelFileError,
+    UsageError,
 )
 from bayling_local.gguf_header import GGML_TYPES, GGUFHeader, read_gguf_header
 
@@ -54,9 +56,20 @@ TOKENIZER_JSON_KEY = "bayling.tokenizer_json"
 class LlamaCppBackend:
     name = "llama.cpp"
 
-    def __init__(self, llm, info: ModelInfo, reference_tokenizer=None, extra_buffers: ExtraBuffers | None = None):
+    def __init__(
+        self,
+        llm,
+        info: ModelInfo,
+        reference_tokenizer=None,
+        extra_buffers: ExtraBuffers | None = None,
+        speculation: SpeculationOptions | None = None,
+        draft_llm=None,
+    ):
         from bayling_local.engine.batches import BatchGenerator
 
+        self.speculation = speculation if speculation is not None and speculation.enabled else None
+        """Speculative decoding settings: every generation then runs in the engine, which drafts."""
+        self.draft_llm = draft_llm
         self._llm = llm
         self.info = info
         self._reference_tokenizer = reference_tokenizer
@@ -94,7 +107,8 @@ class LlamaCppBackend:
                 f"llama.cpp could not load {path} ({header.architecture} architecture): {error}"
             ) from error
         info = _model_info(llm, header, n_ctx, device)
-        return cls(llm, info, _reference_tokenizer(header), extra_buffers)
+        draft_llm = open_draft(llm, options, gpu_layers)
+        return cls(llm, info, _reference_tokenizer(header), extra_buffers, options.speculation, draft_llm)
 
     # --- tokens --------------------------------------------------------------------------------
 
@@ -136,6 +150,8 @@ class LlamaCppBackend:
     def stream(
         self, prompt: Prompt, config: GenerationConfig, cancel: threading.Event | None = None
     ) -> TextStream:
+        if self.speculation is not None:  # drafting and verifying live in the engine
+            return TextStream(self._batches.stream(self._prompt_ids(prompt), config, cancel))
         return TextStream(self._generate(self._prompt_ids(prompt), config, cancel))
 
     def _generate(self, prompt_ids: list[int], config: GenerationConfig, cancel: threading.Event | None):
@@ -261,6 +277,7 @@ class LlamaCppBackend:
             "n_batch": str(context.n_batch),
             "n_ubatch": str(context.n_ubatch),
             "cpu_features": " ".join(llama_cpp_cpu_features()) or "baseline",
+            **({"speculation": describe_speculation(self.speculation)} if self.speculation else {}),
         }
 
     def close(self) -> None:
@@ -268,6 +285,80 @@ class LlamaCppBackend:
             self._batches.close()
             self._llm.close()
             self._llm = None
+        if self.draft_llm is not None:
+            self.draft_llm.close()
+            self.draft_llm = None
+
+
+# --- speculative decoding's draft model -----------------------------------------------------------
+
+VOCAB_SIZE_SLACK = 128
+"""Vocabularies may differ in size by padding rows (llama.cpp allows 128); the tokens in use may not."""
+FIRST_COMPARED_TOKEN = 5
+"""Ids below this are control tokens some conversions renumber (llama.cpp skips them as well)."""
+DRAFT_OWN_CONTEXT = 256
+"""The draft's Llama object needs a context of its own; the engine drafts in contexts it makes."""
+
+
+def describe_speculation(options: SpeculationOptions) -> str:
+    """`draft=NAME tokens<=8 adaptive` or `lookup=2..3-gram tokens<=8 adaptive`, for benchmark notes."""
+    source = f"draft={options.draft_model or Path(options.draft_path or '').name}" if options.draft_path else (
+        f"lookup=2..{options.lookup_ngram}-gram"
+    )
+    return f"{source} tokens<={options.draft_tokens} {'fixed' if options.fixed else 'adaptive'}"
+
+
+def open_draft(llm, options: LoadOptions, gpu_layers: int):
+    speculation = options.speculation
+    if speculation is None or not speculation.draft_path:
+        return None
+    path = Path(speculation.draft_path)
+    try:
+        draft, _ = open_llama(
+            read_gguf_header(path),
+            n_ctx=DRAFT_OWN_CONTEXT,
+            n_batch=DRAFT_OWN_CONTEXT,
+            n_gpu_layers=gpu_layers,
+            n_threads=options.threads,
+            n_threads_batch=options.threads,
+            verbose=False,
+        )
+    except ValueError as error:
+        raise InvalidModelFileError(f"llama.cpp could not load the draft model {path}: {error}") from error
+    try:
+        check_same_vocabulary(llm, draft, speculation.draft_model or path.name)
+    except UsageError:
+        draft.close()
+        raise
+    return draft
+
+
+def check_same_vocabulary(target_llm, draft_llm, draft_name: str) -> None:
+    """Refuse a draft whose tokens mean something else than the target's (a Llama-2 model cannot draft
+    for a Llama-3 one): same tokenizer kind, same BOS/EOS, same text for every token both have."""
+    import llama_cpp
+
+    target, draft = target_llm._model.vocab, draft_llm._model.vocab
+    sizes = llama_cpp.llama_vocab_n_tokens(target), llama_cpp.llama_vocab_n_tokens(draft)
+
+    def refuse(why: str) -> UsageError:
+        return UsageError(
+            f"the draft model {draft_name} cannot draft for this model: {why}; a draft must share the model's tokenizer"
+        )
+
+    if llama_cpp.llama_vocab_type(target) != llama_cpp.llama_vocab_type(draft):
+        raise refuse("its tokenizer is of another kind")
+    if abs(sizes[0] - sizes[1]) > VOCAB_SIZE_SLACK:
+        raise refuse(f"its vocabulary has {sizes[1]:,} tokens, the model's {sizes[0]:,}")
+    for name in ("bos", "eos"):
+        ids = [getattr(llama_cpp, f"llama_vocab_{name}")(v) for v in (target, draft)]
+        if ids[0] != ids[1]:
+            raise refuse(f"its {name.upper()} token is {ids[1]}, the model's {ids[0]}")
+    for token in range(FIRST_COMPARED_TOKEN, min(sizes)):
+        texts = [llama_cpp.llama_vocab_get_text(v, token) for v in (target, draft)]
+        if texts[0] != texts[1]:
+            shown = [t.decode("utf-8", "replace") for t in texts]
+            raise refuse(f"token {token} is {shown[1]!r} there and {shown[0]!r} here")
 
 
 # --- loading with llama_model_params that Llama(...) has no argument for -----------------------------

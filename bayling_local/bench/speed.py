@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from bayling_local.backends.base import GenerationConfig, LoadOptions
+from bayling_local.backends.base import GenerationConfig, LoadOptions, SpeculationOptions
 from bayling_local.bench.hardware import PeakRssSampler, gpu_memory_used_bytes, process_peak_rss_bytes
 from bayling_local.bench.jobs import (
     BenchmarkCancelled,
@@ -59,6 +59,8 @@ class SpeedCase:
     threads: int | None = None
     context_length: int | None = None
     """None: exactly prompt + generation tokens, as llama-bench allocates."""
+    speculation: SpeculationOptions | None = None
+    """Speculative decoding (`--draft-model`, `--lookup-ngram`); None decodes plainly."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,18 @@ class Timing:
     """From the first generated text to the last: generated_tokens - 1 decode steps."""
     engine: dict | None = None
     """The backend's own counters for this run (llama.cpp: prompt_ms, prompt_tokens, generation_ms, generation_tokens)."""
+    speculation: dict | None = None
+    """With speculative decoding: drafted and accepted tokens, and the model's sampling passes."""
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        s = self.speculation
+        return s["accepted_tokens"] / s["drafted_tokens"] if s and s["drafted_tokens"] else None
+
+    @property
+    def tokens_per_pass(self) -> float | None:
+        s = self.speculation
+        return s["generated_tokens"] / s["sampling_passes"] if s and s["sampling_passes"] else None
 
     @property
     def prompt_tps(self) -> float:
@@ -138,6 +152,10 @@ class SpeedResult:
     engine_generation_tps: Stat | None = field(init=False)
     generated_tokens: int = field(init=False)
     """The fewest tokens any run generated (less than asked only if the context window filled up)."""
+    acceptance_rate: Stat | None = field(init=False)
+    """Speculative decoding: the share of drafted tokens the model kept."""
+    tokens_per_pass: Stat | None = field(init=False)
+    """Speculative decoding: generated tokens per pass of the model (1 without it)."""
 
     def __post_init__(self):
         runs = self.runs
@@ -147,6 +165,8 @@ class SpeedResult:
         self.engine_prompt_tps = Stat.of([r.engine_prompt_tps for r in runs if r.engine_prompt_tps])
         self.engine_generation_tps = Stat.of([r.engine_generation_tps for r in runs if r.engine_generation_tps])
         self.generated_tokens = min(r.generated_tokens for r in runs)
+        self.acceptance_rate = Stat.of([r.acceptance_rate for r in runs if r.acceptance_rate is not None])
+        self.tokens_per_pass = Stat.of([r.tokens_per_pass for r in runs if r.tokens_per_pass is not None])
 
     @property
     def generation_agreement(self) -> float | None:
@@ -191,8 +211,11 @@ def _distinct_offsets(backend) -> Iterator[int]:
 def time_one_run(model, ids: list[int], max_tokens: int, cancel: threading.Event | None = None) -> Timing:
     """Stream `max_tokens` greedy tokens after `ids` and time it (and read the backend's counters)."""
     backend = model.backend
+    speculating = getattr(backend, "speculation", None) is not None
     reset = getattr(backend, "reset_perf_counters", None)
-    counters = getattr(backend, "perf_counters", None)
+    # Speculative runs decode in the engine's context, which llama.cpp's perf counters do not cover.
+    counters = None if speculating else getattr(backend, "perf_counters", None)
+    before = _engine_counters(backend) if speculating else None
     if callable(reset):
         reset()
     config = GenerationConfig(max_tokens=max_tokens, temperature=0.0, top_k=1, ignore_eos=True)
@@ -208,7 +231,23 @@ def time_one_run(model, ids: list[int], max_tokens: int, cancel: threading.Event
         raise BenchmarkCancelled("speed benchmark cancelled")
     first = first or end
     engine = dict(counters()) if callable(counters) else None
-    return Timing(len(ids), len(completion.token_ids), first - start, end - first, engine)
+    drafting = _counter_change(before, _engine_counters(backend)) if speculating else None
+    return Timing(len(ids), len(completion.token_ids), first - start, end - first, engine, drafting)
+
+
+SPECULATION_COUNTERS = ("drafted_tokens", "accepted_tokens", "generated_tokens", "sampling_passes")
+
+
+def _engine_counters(backend) -> dict[str, int]:
+    stats = backend.batch_stats
+    return {key: getattr(stats, key) if stats is not None else 0 for key in SPECULATION_COUNTERS}
+
+
+def _counter_change(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    # A new engine (sized for a longer request) starts from zero.
+    if any(after[key] < before[key] for key in after):
+        return after
+    return {key: after[key] - before[key] for key in after}
 
 
 def measure_speed(
@@ -249,7 +288,9 @@ def run_case(
         raise UsageError(
             f"--context {context} is smaller than -p + -n ({settings.prompt_tokens + settings.generation_tokens})"
         )
-    options = LoadOptions(device=case.device, threads=case.threads, context_length=context)
+    options = LoadOptions(
+        device=case.device, threads=case.threads, context_length=context, speculation=case.speculation
+    )
     with PeakRssSampler() as loading:
         model = open_model(case.model, options=options)
     try:
@@ -300,9 +341,13 @@ def benchmark_speed(
 
 
 def speed_cases(
-    models: list[str | None], devices: list[str], threads: list[int | None], context: int | None
+    models: list[str | None],
+    devices: list[str],
+    threads: list[int | None],
+    context: int | None,
+    speculation: SpeculationOptions | None = None,
 ) -> list[SpeedCase]:
-    return [SpeedCase(m, d, t, context) for m in models or [None] for d in devices for t in threads]
+    return [SpeedCase(m, d, t, context, speculation) for m in models or [None] for d in devices for t in threads]
 
 
 def parse_int_list(spec: str | None, what: str) -> list[int | None]:
@@ -342,6 +387,8 @@ def speed_record(result: SpeedResult, hardware, run_id: str | None = None):
         "engine_prompt_tps",
         "engine_generation_tps",
         "generated_tokens",
+        "acceptance_rate",
+        "tokens_per_pass",
         "peak_rss_bytes",
         "process_peak_rss_bytes",
         "gpu_memory_bytes",

@@ -90,6 +90,14 @@ def speed_table(results: Sequence, hardware) -> Table:
         "peak RSS",
         "GPU mem",
     ]
+    if any(r.acceptance_rate is not None for r in results):
+        headers += ["draft accepted", "tokens/pass"]
+        for row, r in zip(rows, results):
+            row += [stat(r.acceptance_rate), stat(r.tokens_per_pass)]
+        notes.append(
+            "speculative decoding: 'draft accepted' is the share of drafted tokens the model kept, "
+            "'tokens/pass' the tokens each pass of the model gave (1 without drafts)"
+        )
     return Table("speed", headers, rows, notes)
 
 

@@ -14,7 +14,15 @@ from typing import Annotated
 
 import typer
 
-from bayling_local.cli.options import ChatFormatOption, ContextOption, ThreadsOption
+from bayling_local.cli.options import (
+    ChatFormatOption,
+    ContextOption,
+    DraftModelOption,
+    DraftTokensOption,
+    LookupNgramOption,
+    ThreadsOption,
+    speculation_options,
+)
 
 app = typer.Typer(
     help="Benchmarks: speed (tokens/s, memory), translation (BLEU, chrF++), multiple choice, reports.",
@@ -59,6 +67,9 @@ def speed(
     warmup: Annotated[bool, typer.Option("--warmup/--no-warmup", help="One untimed run first.")] = True,
     json_file: JsonOption = None,
     markdown: MarkdownOption = None,
+    draft_model: DraftModelOption = None,
+    draft_tokens: DraftTokensOption = 8,
+    lookup_ngram: LookupNgramOption = 0,
 ) -> None:
     """Prompt-processing and generation tokens/s, time to first token and peak memory (like llama-bench)."""
     from bayling_local.bench.hardware import detect_hardware
@@ -73,7 +84,10 @@ def speed(
     from bayling_local.bench.tables import speed_table
 
     settings = SpeedSettings(prompt_tokens, generation_tokens, repetitions, warmup)
-    cases = speed_cases(list(models or []), parse_devices(device), parse_int_list(threads, "--threads"), context)
+    speculation = speculation_options(draft_model, draft_tokens, lookup_ngram)
+    cases = speed_cases(
+        list(models or []), parse_devices(device), parse_int_list(threads, "--threads"), context, speculation
+    )
     hardware = detect_hardware()
     with _progress() as progress:
         results = benchmark_speed(cases, settings, progress)

@@ -14,6 +14,9 @@ import typer
 from bayling_local.cli.loading import open_model_for_cli
 from bayling_local.cli.options import (
     BackendOption,
+    DraftModelOption,
+    DraftTokensOption,
+    LookupNgramOption,
     ChatFormatOption,
     ContextOption,
     DeviceOption,
@@ -25,6 +28,7 @@ from bayling_local.cli.options import (
     TopKOption,
     TopPOption,
     generation_config,
+    speculation_options,
 )
 
 HELP = "Commands: /reset (forget the conversation), /system TEXT (new system prompt), /exit. Ctrl-C stops an answer."
@@ -43,11 +47,15 @@ def chat(
     top_p: TopPOption = 0.95,
     top_k: TopKOption = 40,
     seed: SeedOption = None,
+    draft_model: DraftModelOption = None,
+    draft_tokens: DraftTokensOption = 8,
+    lookup_ngram: LookupNgramOption = 0,
 ) -> None:
     """Chat with a model, streaming each answer as it is written."""
     from bayling_local.chat import ChatSession
 
-    loaded = open_model_for_cli(model, device, threads, context, chat_format, backend)
+    speculation = speculation_options(draft_model, draft_tokens, lookup_ngram)
+    loaded = open_model_for_cli(model, device, threads, context, chat_format, backend, speculation)
     config = generation_config(max_tokens, temperature, top_p, top_k, seed)
     session = ChatSession(loaded, config, system=system)
     interactive = sys.stdin.isatty()

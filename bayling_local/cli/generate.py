@@ -10,6 +10,9 @@ import typer
 from bayling_local.cli.loading import open_model_for_cli
 from bayling_local.cli.options import (
     BackendOption,
+    DraftModelOption,
+    DraftTokensOption,
+    LookupNgramOption,
     ContextOption,
     DeviceOption,
     MaxTokensOption,
@@ -20,6 +23,7 @@ from bayling_local.cli.options import (
     TopKOption,
     TopPOption,
     generation_config,
+    speculation_options,
 )
 
 
@@ -35,9 +39,13 @@ def generate(
     top_p: TopPOption = 0.95,
     top_k: TopKOption = 40,
     seed: SeedOption = None,
+    draft_model: DraftModelOption = None,
+    draft_tokens: DraftTokensOption = 8,
+    lookup_ngram: LookupNgramOption = 0,
 ) -> None:
     """Continue PROMPT as raw text; only the model's own end-of-text tokens stop it."""
-    loaded = open_model_for_cli(model, device, threads, context, None, backend)
+    speculation = speculation_options(draft_model, draft_tokens, lookup_ngram)
+    loaded = open_model_for_cli(model, device, threads, context, None, backend, speculation)
     config = generation_config(max_tokens, temperature, top_p, top_k, seed, default_max=128)
     for piece in loaded.complete(prompt, config):
         sys.stdout.write(piece)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from bayling_local.backends.base import DEVICES, GenerationConfig, LoadOptions
+from bayling_local.backends.base import DEVICES, GenerationConfig, LoadOptions, SpeculationOptions
 
 ModelOption = Annotated[
     str | None,
@@ -40,9 +40,43 @@ TemperatureOption = Annotated[float, typer.Option("--temperature", min=0.0, help
 TopPOption = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling threshold.")]
 TopKOption = Annotated[int, typer.Option("--top-k", min=0, help="Sample from the k most likely tokens (0: all).")]
 SeedOption = Annotated[int | None, typer.Option("--seed", help="Sampling seed, for repeatable output.")]
+DraftModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--draft-model",
+        help="Speculative decoding: a smaller model with the same tokenizer drafts tokens that the model "
+        "checks several at a time (store name, GGUF path, or auto: the catalog's draft for the model). "
+        "Greedy output stays token-for-token the same. llama.cpp only.",
+    ),
+]
+DraftTokensOption = Annotated[
+    int,
+    typer.Option("--draft-tokens", min=1, max=32, help="Most tokens drafted ahead (it adapts to how many are kept)."),
+]
+LookupNgramOption = Annotated[
+    int,
+    typer.Option(
+        "--lookup-ngram",
+        min=0,
+        max=8,
+        help="Speculative decoding without a draft model: guess the next tokens from an earlier match of "
+        "the last 2..N tokens in the prompt or the output (copied markup, names, code). 0: off.",
+    ),
+]
 
 
-def load_options(device: str, threads: int | None, context: int | None) -> LoadOptions:
+def speculation_options(draft_model: str | None, draft_tokens: int, lookup_ngram: int) -> SpeculationOptions | None:
+    from bayling_local.errors import UsageError
+
+    if draft_model and lookup_ngram:
+        raise UsageError("give --draft-model or --lookup-ngram, not both (each drafts on its own)")
+    options = SpeculationOptions(draft_model=draft_model, draft_tokens=draft_tokens, lookup_ngram=lookup_ngram)
+    return options if options.enabled else None
+
+
+def load_options(
+    device: str, threads: int | None, context: int | None, speculation: SpeculationOptions | None = None
+) -> LoadOptions:
     from bayling_local.config import load_config
     from bayling_local.errors import UsageError
 
@@ -54,6 +88,7 @@ def load_options(device: str, threads: int | None, context: int | None) -> LoadO
         device=device,
         threads=threads or config.get("threads"),
         context_length=context or config.get("context"),
+        speculation=speculation,
     )
 
 

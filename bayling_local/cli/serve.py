@@ -9,6 +9,9 @@ import typer
 
 from bayling_local.cli.options import (
     BackendOption,
+    DraftModelOption,
+    DraftTokensOption,
+    LookupNgramOption,
     ChatFormatOption,
     ContextOption,
     DeviceOption,
@@ -50,20 +53,23 @@ def serve(
     threads: ThreadsOption = None,
     context: ContextOption = None,
     chat_format: ChatFormatOption = None,
+    draft_model: DraftModelOption = None,
+    draft_tokens: DraftTokensOption = 8,
+    lookup_ngram: LookupNgramOption = 0,
 ) -> None:
     """Serve a model over the OpenAI HTTP API (chat, completions, models) plus /v1/translate.
 
     Also answers llama-server's /health (503 while the model loads), /tokenize and /detokenize.
     Binds 127.0.0.1 unless --host says otherwise; SIGTERM lets open requests finish, then stops.
     """
-    from bayling_local.cli.options import load_options
+    from bayling_local.cli.options import load_options, speculation_options
     from bayling_local.families import backend_name
     from bayling_local.serve.server import ServeSettings, run_server
 
     backend_name(backend)  # a misspelt --backend is refused before the server starts
 
     settings = ServeSettings(host, port, api_key, parallel, max_queue, max_body, served_name)
-    options = load_options(device, threads, context)
+    options = load_options(device, threads, context, speculation_options(draft_model, draft_tokens, lookup_ngram))
 
     def load():
         from bayling_local.engine import create_engine

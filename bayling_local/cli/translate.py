@@ -13,6 +13,9 @@ import typer
 from bayling_local.cli.loading import open_model_for_cli
 from bayling_local.cli.options import (
     BackendOption,
+    DraftModelOption,
+    DraftTokensOption,
+    LookupNgramOption,
     ChatFormatOption,
     ContextOption,
     DeviceOption,
@@ -24,6 +27,7 @@ from bayling_local.cli.options import (
     TopKOption,
     TopPOption,
     generation_config,
+    speculation_options,
 )
 from bayling_local.errors import InputTextError, UsageError
 
@@ -194,6 +198,9 @@ def translate(
     top_p: TopPOption = 0.95,
     top_k: TopKOption = 40,
     seed: SeedOption = None,
+    draft_model: DraftModelOption = None,
+    draft_tokens: DraftTokensOption = 8,
+    lookup_ngram: LookupNgramOption = 0,
 ) -> None:
     """Translate TEXT (or each stdin line, or a file with -i) into every --to language.
 
@@ -208,7 +215,8 @@ def translate(
     from bayling_local.languages import resolve_many
 
     targets = resolve_many(to)
-    loaded_args = (model, device, threads, context, chat_format, backend)
+    speculation = speculation_options(draft_model, draft_tokens, lookup_ngram)
+    loaded_args = (model, device, threads, context, chat_format, backend, speculation)
     config = generation_config(None, temperature, top_p, top_k, seed)
     if input_path is None:
         given = {

@@ -9,6 +9,9 @@ import typer
 from bayling_local.cli.options import (
     ContextOption,
     DeviceOption,
+    DraftModelOption,
+    DraftTokensOption,
+    LookupNgramOption,
     MaxTokensOption,
     ModelOption,
     TemperatureOption,
@@ -23,9 +26,12 @@ def tui(
     context: ContextOption = None,
     max_tokens: MaxTokensOption = None,
     temperature: TemperatureOption = 0.7,
+    draft_model: DraftModelOption = None,
+    draft_tokens: DraftTokensOption = 8,
+    lookup_ngram: LookupNgramOption = 0,
 ) -> None:
     """Open the terminal UI: chat (F1), translate (F2), bench (F3), models (F4); ctrl+p lists every action."""
-    from bayling_local.cli.options import load_options
+    from bayling_local.cli.options import load_options, speculation_options
     from bayling_local.errors import BackendUnavailableError
 
     if importlib.util.find_spec("textual") is None:
@@ -34,7 +40,8 @@ def tui(
     from bayling_local.tui.screens.chat_settings import ChatSettings
 
     defaults = ChatSettings(temperature=temperature, max_tokens=max_tokens or ChatSettings.max_tokens)
-    app = BaylingApp(model, load_options=load_options(device, threads, context), chat_defaults=defaults)
+    options = load_options(device, threads, context, speculation_options(draft_model, draft_tokens, lookup_ngram))
+    app = BaylingApp(model, load_options=options, chat_defaults=defaults)
     try:
         app.run()
     finally:

@@ -42,6 +42,18 @@ class BatchGenerator:
                 raise
 
 
+    def stream(self, prompt: list[int], config: GenerationConfig, cancel: threading.Event | None = None):
+        """One request's pieces as they come; returns its Completion (the backend's `stream` when it
+        decodes speculatively, which only the engine does)."""
+        with self._lock:
+            handle = self._engine_for([prompt], config).submit(prompt, config, cancel)
+            try:
+                yield from handle
+                return handle.result()
+            finally:
+                if handle.completion is None:  # the reader stopped early, or Ctrl-C
+                    _cancel_and_drain([handle])
+
     @property
     def stats(self):
         """The current engine's counters (None before the first batch)."""

@@ -3,7 +3,9 @@
 Each step decodes one token of every running sequence together with prompt chunks of sequences that
 joined since (up to `step_tokens`). A sequence that ends frees its slot and KV cells at once, and the
 next queued request is prefilled in the following step while the others keep decoding. A prompt that
-starts with the kept shared prefix (`prefix.py`) gets that KV copied instead of prefilled.
+starts with the kept shared prefix (`prefix.py`) gets that KV copied instead of prefilled. With
+speculative decoding (`speculation.py`) a sequence decodes its pending token and a draft in one step
+and keeps the drafted tokens its own sampler chooses (`_verify`).
 
 One thread owns the llama context and runs the step loop; `submit` only enqueues.
 """
@@ -15,17 +17,19 @@ import threading
 from collections import deque
 from collections.abc import Sequence as Ids
 
-from bayling_local.backends.base import Completion, GenerationConfig
+from bayling_local.backends.base import Completion, GenerationConfig, SpeculationOptions
 from bayling_local.backends.decoding import TextAssembler, stop_token_set
 from bayling_local.engine.llamacpp import ContextShape, LlamaContext, SamplerChain, TokenBatch, padded_cells
 from bayling_local.engine.prefix import PrefixPolicy
 from bayling_local.engine.requests import EngineStats, RequestHandle
 from bayling_local.engine.scheduler import plan_step
 from bayling_local.engine.slots import Sequence, SlotPool
+from bayling_local.engine.speculation import Speculator
 from bayling_local.errors import ContextOverflowError, InputTextError, UsageError
 
 STEP_TOKENS = 512
 """Tokens per llama_decode: one per decoding sequence, the rest prompt chunks."""
+
 
 
 class ContinuousEngine:
@@ -40,7 +44,11 @@ class ContinuousEngine:
         cells_per_slot: int | None = None,
         step_tokens: int = STEP_TOKENS,
         prefix_reuse: bool = True,
+        speculation: SpeculationOptions | None = None,
+        draft_llm=None,
     ):
+        """`speculation` and `draft_llm` default to the backend's (`--draft-model`, `--lookup-ngram`);
+        pass `SpeculationOptions()` to decode plainly."""
         if parallel < 1:
             raise UsageError(f"--parallel must be at least 1 (got {parallel})")
         self.backend = backend
@@ -53,6 +61,7 @@ class ContinuousEngine:
         self._prefix_sequence = parallel  # the reserved sequence id: one past the slots
         self._prefix_step = -1
         self._slots = SlotPool(parallel)
+        self._speculator = self._make_speculator(speculation, draft_llm, parallel)
         self._running: list[Sequence] = []
         self._queue: deque[RequestHandle] = deque()
         self._wake = threading.Condition()
@@ -89,6 +98,20 @@ class ContinuousEngine:
         self._thread.join()
         self._batch.close()
         self._context.close()
+        if self._speculator is not None:
+            self._speculator.close()
+
+    def _make_speculator(self, options: SpeculationOptions | None, draft_llm, parallel: int) -> Speculator | None:
+        if options is None:
+            options, draft_llm = getattr(self.backend, "speculation", None), getattr(self.backend, "draft_llm", None)
+        if options is None or not (options.enabled or draft_llm is not None):
+            return None
+        if draft_llm is None:
+            return Speculator(options)
+        from bayling_local.engine.draft_model import DraftModel
+
+        shape = ContextShape(parallel, self.cells_per_slot, self.step_tokens)
+        return Speculator(options, DraftModel(draft_llm, shape))
 
     # --- the step loop (the engine's thread) --------------------------------------------------------
 
@@ -144,6 +167,8 @@ class ContinuousEngine:
             stop_token_set(info, config),
         )
         handle.admitted_step = self.stats.steps
+        if self._speculator is not None:
+            self._speculator.start(s)
         self._running.append(s)
         self.stats.active = len(self._running)
         if s.budget <= 0:
@@ -152,6 +177,9 @@ class ContinuousEngine:
         self._reuse_prefix(s)
 
     def _decode_step(self) -> None:
+        if self._speculator is not None:
+            decoding = [s for s in self._running if s.pending is not None]
+            self._speculator.propose(decoding, room=self.step_tokens - len(decoding))
         plan = plan_step(self._running, self.step_tokens)
         self._batch.fill(plan.rows)
         self._context.decode(self._batch)
@@ -163,11 +191,38 @@ class ContinuousEngine:
         for row, s in plan.samplers:
             if not s.generated and s.pending is None:  # its prompt is in: a prefix to keep?
                 captured = self._learn_prefix(s, may_capture=not captured) or captured
-            token = s.sampler.sample(self._context, row)
-            s.pending = None
-            s.accept(token, self._ends(s, token), self.backend.token_bytes(token))
+            self._verify(s, row)
         for s in [s for s in self._running if s.finish is not None]:
             self._end(s)
+
+    def _verify(self, s: Sequence, row: int) -> None:
+        """Sample from `row`, then from each drafted row after it while the sampled token is the
+        drafted one: every token taken is the model's own choice given the tokens before it, so
+        greedy output is plain decoding's and sampled output keeps the model's distribution. The KV
+        of drafted tokens not kept is removed.
+
+        "Plain decoding's" holds bit for bit where llama.cpp computes a row of several tokens exactly
+        as a row of one: quantized Q8_0 weights (integer dot products) on the CPUs measured. Float
+        weights (f32/f16: ggml_vec_dot for one token, llamafile's sgemm for several; logits differ by up
+        to 0.004 on the bundled model in f32) and repacked Q4_0 (up to 0.4) round differently, so a
+        greedy near-tie can go the other way (measured in tests/test_speculative.py)."""
+        draft, s.draft, s.pending = s.draft, [], None
+        taken: list[int] = []
+        for offset in range(len(draft) + 1):
+            token = s.sampler.sample(self._context, row + offset)
+            s.accept(token, self._ends(s, token), self.backend.token_bytes(token))
+            taken.append(token)
+            if s.finish is not None or offset == len(draft) or token != draft[offset]:
+                break
+        accepted = sum(1 for a, b in zip(taken, draft) if a == b)
+        self.stats.sampling_passes += 1
+        self.stats.generated_tokens += len(taken)
+        self.stats.drafted_tokens += len(draft)
+        self.stats.accepted_tokens += accepted
+        if self._speculator is not None:
+            self._speculator.record(s, len(draft), accepted, taken)
+        if s.finish is None and accepted < len(draft):
+            self._context.remove(s.slot, s.next_position)  # from the pending token's cell: drafts not kept
 
     def _ends(self, s: Sequence, token: int) -> bool:
         import llama_cpp
@@ -179,6 +234,8 @@ class ContinuousEngine:
     def _end(self, s: Sequence, reason: str | None = None) -> None:
         self._running.remove(s)
         self._context.remove(s.slot)
+        if self._speculator is not None:
+            self._speculator.forget(s)
         self._slots.give_back(s.slot)
         s.sampler.close()
         self.stats.active = len(self._running)

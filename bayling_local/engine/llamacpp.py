@@ -70,6 +70,14 @@ class LlamaContext:
         if status != 0:
             raise RuntimeError(f"llama_decode failed with status {status} on {batch.struct.n_tokens} tokens")
 
+    def logits(self, row: int, vocab_size: int):
+        """The last decode's logits for batch row `row` (a view into llama.cpp's buffer: read it before
+        the next decode)."""
+        import llama_cpp
+        import numpy as np
+
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row), shape=(vocab_size,))
+
     def remove(self, sequence: int, start: int = -1) -> None:
         """Free the sequence's cells from position `start` on (all of them by default)."""
         import llama_cpp

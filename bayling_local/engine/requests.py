@@ -36,6 +36,23 @@ class EngineStats:
     """Prompt tokens actually run through the model."""
     prefill_tokens_saved: int = 0
     """Prompt tokens not run because their KV was copied from a shared prefix."""
+    generated_tokens: int = 0
+    """Tokens sampled for requests (those that ended them included)."""
+    sampling_passes: int = 0
+    """Sequence-steps that sampled: one per sequence per step, however many drafted rows it verified,
+    so generated_tokens / sampling_passes is the tokens each pass of the model gave."""
+    drafted_tokens: int = 0
+    """Tokens proposed by speculative decoding (a draft model or prompt lookup)."""
+    accepted_tokens: int = 0
+    """Drafted tokens the model kept (they were what it chose itself)."""
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        return self.accepted_tokens / self.drafted_tokens if self.drafted_tokens else None
+
+    @property
+    def tokens_per_pass(self) -> float | None:
+        return self.generated_tokens / self.sampling_passes if self.sampling_passes else None
 
 
 @dataclass

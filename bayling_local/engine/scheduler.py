@@ -17,7 +17,8 @@ class StepPlan:
 
     rows: list[tuple[int, int, int, bool]] = field(default_factory=list)
     samplers: list[tuple[int, Sequence]] = field(default_factory=list)
-    """(row, sequence): rows whose logits a sequence samples its next token from."""
+    """(row, sequence): the row whose logits a sequence samples its next token from (a decoding
+    sequence with a draft samples from the rows after it too, one per drafted token)."""
     prefilled: list[tuple[Sequence, int]] = field(default_factory=list)
     """(sequence, prompt tokens) this step adds to a prefilling sequence's KV."""
 
@@ -28,7 +29,8 @@ class StepPlan:
 
 
 def plan_step(sequences: Iterable[Sequence], budget: int) -> StepPlan:
-    """Decode tokens first (they never wait), then prefill chunks in admission order; the rows go in
+    """Decode tokens (with their drafts) first: they never wait, and the caller sized the drafts to
+    fit; then prefill chunks in admission order. The rows go in
     slot order, because llama.cpp (one KV stream per sequence) splits a batch into micro-batches of
     consecutive sequence ids with equal token counts, and sorted rows make the fewest of them."""
     sequences = list(sequences)
@@ -37,7 +39,7 @@ def plan_step(sequences: Iterable[Sequence], budget: int) -> StepPlan:
     for s in sequences:
         if s.pending is not None and used < budget:
             chunks[s.slot] = (s, 0)
-            used += 1
+            used += 1 + len(s.draft)
     for s in sequences:
         if s.prefilling and used < budget:
             count = min(len(s.prompt) - s.prefilled, budget - used)
@@ -49,8 +51,14 @@ def plan_step(sequences: Iterable[Sequence], budget: int) -> StepPlan:
         if count:
             _add_prompt_chunk(plan, s, count)
         else:
-            plan.add(s.pending, s.next_position, s, True)
+            _add_decode_rows(plan, s)
     return plan
+
+
+def _add_decode_rows(plan: StepPlan, s: Sequence) -> None:
+    plan.add(s.pending, s.next_position, s, True)
+    for offset, token in enumerate(s.draft, start=1):
+        plan.rows.append((token, s.next_position + offset, s.slot, True))
 
 
 def _add_prompt_chunk(plan: StepPlan, s: Sequence, count: int) -> None:

@@ -28,6 +28,9 @@ class Sequence:
     generated: list[int] = field(default_factory=list)
     pending: int | None = None
     """The token sampled last and accepted: the next step decodes it."""
+    draft: list[int] = field(default_factory=list)
+    """Tokens guessed to follow `pending` (speculative decoding): decoded with it in the same step,
+    each kept only while it is what the model itself chooses."""
     finish: str | None = None
 
     @property
