@@ -1,5 +1,6 @@
 """Sentences/s translating FLORES sentences one at a time vs the continuous-batching engine at
---parallel 4/8/16 (same model, same threads, same llama.cpp settings).
+--parallel 4/8/16 (same model, same threads, same runtime settings): llama.cpp for a GGUF, ONNX Runtime's
+cache rows for an ONNX export (`--model PATH/TO/EXPORT`).
 
 Usage: python benchmarks/batch_translate.py [--data ../shared/data/flores200_dev_devtest_204langs.tar.xz]
            [--sentences 200] [--parallel 4 8 16] [--to swh_Latn] [--model NAME] [--threads N] [--rounds 3]
@@ -21,7 +22,6 @@ import time
 from pathlib import Path
 
 from bayling_local.backends.base import GenerationConfig, LoadOptions
-from bayling_local.engine.continuous import STEP_TOKENS
 from bayling_local.evaldata import flores_sentences
 from bayling_local.languages import resolve
 from bayling_local.model import open_model
@@ -66,9 +66,9 @@ def through_engine(engine):
 
 def make_sides(model, parallels: list[int]):
     """{name: side}, [engines to close]."""
-    from bayling_local.engine.continuous import ContinuousEngine
+    from bayling_local.engine import create_engine
 
-    engines = {p: ContinuousEngine(model.backend, p) for p in parallels}
+    engines = {p: create_engine(model, p) for p in parallels}
     sides = {SINGLE: one_at_a_time} | {f"engine x{p}": through_engine(e) for p, e in engines.items()}
     return sides, engines
 
@@ -109,8 +109,22 @@ def print_setup(model) -> None:
     print(f"hardware: {detect_hardware().describe()}")
     print(build_line(summarize_model(model)))
     print(runtime_settings_line(model.backend.name, backend_runtime_settings(model.backend)))
-    print(
-        "engine: one llama context per side, a KV stream per slot plus one for the shared prefix, "
+    print(f"engine: {engine_description(model.backend.name)}")
+
+
+def engine_description(backend_name: str) -> str:
+    if backend_name == "onnxruntime":
+        from bayling_local.engine.onnx_rows import STEP_TOKENS
+
+        return (
+            "preallocated KV cache rows per side, one request per row; each new prompt runs alone into its row "
+            f"(chunks of {STEP_TOKENS} tokens), then one run decodes a token for every row in use; "
+            "sampling in Python (argmax when greedy)"
+        )
+    from bayling_local.engine.continuous import STEP_TOKENS
+
+    return (
+        "one llama context per side, a KV stream per slot plus one for the shared prefix, "
         f"{STEP_TOKENS} tokens per llama_decode (decode tokens first, then prefill chunks), "
         "n_threads_batch = n_threads, sampling in llama.cpp sampler chains"
     )
