@@ -57,11 +57,21 @@ class StoredTensor:
     def read_rows(self, rows: slice | np.ndarray) -> np.ndarray:
         """The rows picked by `rows` (a slice or index array) as float32; a 1-D tensor is one row."""
         stored = _SAFETENSORS_DTYPES[self.dtype]
-        mapped = np.memmap(self.shard, dtype=stored, mode="r", offset=self.start, shape=(self.rows, self.row_width))
-        block = np.asarray(mapped[rows])
+        if isinstance(rows, slice) and rows.step in (None, 1):
+            block = self._read_range(*rows.indices(self.rows)[:2], stored)
+        else:
+            mapped = np.memmap(self.shard, dtype=stored, mode="r", offset=self.start, shape=(self.rows, self.row_width))
+            block = np.asarray(mapped[rows])
         if self.dtype == "BF16":
             return (block.astype(np.uint32) << 16).view(np.float32)
         return block.astype(np.float32)
+
+    def _read_range(self, first: int, stop: int, stored: np.dtype) -> np.ndarray:
+        # A plain read, not a memory map: mapped pages that were touched count in the process's resident
+        # set until it unmaps them, so streaming a 16 GB checkpoint through a map shows up as 16 GB of RSS.
+        count = max(0, stop - first) * self.row_width
+        offset = self.start + first * self.row_width * stored.itemsize
+        return np.fromfile(self.shard, dtype=stored, count=count, offset=offset).reshape(-1, self.row_width)
 
     def read(self) -> np.ndarray:
         """The whole tensor as float32 (for small tensors and tests)."""
@@ -105,11 +115,13 @@ class Checkpoint:
         """sha256 over the names and bytes of the files that define the model (weights, config, tokenizer)."""
         digest = hashlib.sha256()
         files = {f for pattern in PROVENANCE_PATTERNS for f in self.path.glob(pattern) if f.is_file()}
+        buffer = bytearray(1 << 22)  # one buffer refilled: hashing 16 GB allocates 4 MB
+        view = memoryview(buffer)
         for file in sorted(files | set(self.weight_files())):
             digest.update(file.name.encode("utf-8") + b"\0")
-            with file.open("rb") as reader:
-                for chunk in iter(lambda: reader.read(1 << 24), b""):
-                    digest.update(chunk)
+            with file.open("rb", buffering=0) as reader:
+                while read := reader.readinto(buffer):
+                    digest.update(view[:read])
         return digest.hexdigest()
 
 
