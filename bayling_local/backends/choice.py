@@ -74,7 +74,8 @@ MEASURED_RATIOS = (
     MeasuredRatio(
         "avx2", 4, 0.83, "ONNX int4 vs llama.cpp Q4_0",
         "AMD EPYC, AVX2 without AVX-512/VNNI/AMX, SmolLM2-135M, 2 threads, bench speed -p 128 -n 128 "
-        "(issue 11; 0.93x at 1 thread)",
+        "on a quiet machine (issue 11; 0.93x at 1 thread; 0.88x at 1 thread under load, "
+        "benchmarks/onnx_int4_profile.py)",
     ),
     MeasuredRatio(
         "avx512-vnni", 4, 0.80, "ONNX int4 vs llama.cpp Q4_0",
