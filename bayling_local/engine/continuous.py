@@ -108,10 +108,11 @@ class ContinuousEngine:
             return None
         if draft_llm is None:
             return Speculator(options)
-        from bayling_local.engine.draft_model import DraftModel
+        from bayling_local.engine.draft_model import CONFIDENCE, DraftModel
 
         shape = ContextShape(parallel, self.cells_per_slot, self.step_tokens)
-        return Speculator(options, DraftModel(draft_llm, shape))
+        # A fixed length drafts every token asked for, sure or not (benchmarks compare the two).
+        return Speculator(options, DraftModel(draft_llm, shape, confidence=0.0 if options.fixed else CONFIDENCE))
 
     # --- the step loop (the engine's thread) --------------------------------------------------------
 

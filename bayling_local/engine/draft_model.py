@@ -24,12 +24,13 @@ class DraftModel:
     """The draft model's llama context: one KV stream per engine slot, kept in step with each
     sequence's accepted tokens, so a draft only runs the tokens it has not seen."""
 
-    def __init__(self, llm, shape: ContextShape):
+    def __init__(self, llm, shape: ContextShape, confidence: float = CONFIDENCE):
         import llama_cpp
 
         self._context = LlamaContext(llm, shape)
         self._batch = TokenBatch(shape.step_tokens)
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(llm._model.vocab)
+        self._confidence = confidence
         self._seen: dict[int, list[int]] = {}
         """slot -> the tokens whose KV the draft context holds for it."""
 
@@ -86,7 +87,7 @@ class DraftModel:
         for slot, row in samplers.items():
             pointer = llama_cpp.llama_get_logits_ith(self._context.pointer, row)
             token, confidence = _best_token(np.ctypeslib.as_array(pointer, shape=(self._n_vocab,)))
-            if confidence >= CONFIDENCE:
+            if confidence >= self._confidence:
                 drafts[slot].append(token)
                 took.add(slot)
         return took
