@@ -10,6 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,15 +59,15 @@ class StoredTensor:
 
     def read_rows(self, rows: slice | np.ndarray) -> np.ndarray:
         """The rows picked by `rows` (a slice or index array) as float32; a 1-D tensor is one row."""
+        return as_float32(self.read_stored_rows(rows))
+
+    def read_stored_rows(self, rows: slice | np.ndarray) -> np.ndarray:
+        """The rows as stored: float32/float16/float64, or bfloat16 as its uint16 bit patterns."""
         stored = _SAFETENSORS_DTYPES[self.dtype]
         if isinstance(rows, slice) and rows.step in (None, 1):
-            block = self._read_range(*rows.indices(self.rows)[:2], stored)
-        else:
-            mapped = np.memmap(self.shard, dtype=stored, mode="r", offset=self.start, shape=(self.rows, self.row_width))
-            block = np.asarray(mapped[rows])
-        if self.dtype == "BF16":
-            return (block.astype(np.uint32) << 16).view(np.float32)
-        return block.astype(np.float32)
+            return self._read_range(*rows.indices(self.rows)[:2], stored)
+        mapped = np.memmap(self.shard, dtype=stored, mode="r", offset=self.start, shape=(self.rows, self.row_width))
+        return np.asarray(mapped[rows])
 
     def _read_range(self, first: int, stop: int, stored: np.dtype) -> np.ndarray:
         # A plain read, not a memory map: mapped pages that were touched count in the process's resident
@@ -111,8 +114,9 @@ class Checkpoint:
     def weight_files(self) -> list[Path]:
         return sorted({t.shard for t in self.tensors.values()})
 
-    def provenance_sha256(self) -> str:
-        """sha256 over the names and bytes of the files that define the model (weights, config, tokenizer)."""
+    def provenance_sha256(self, stop: Callable[[], bool] = lambda: False) -> str | None:
+        """sha256 over the names and bytes of the files that define the model (weights, config, tokenizer);
+        None if `stop()` turned true on the way."""
         digest = hashlib.sha256()
         files = {f for pattern in PROVENANCE_PATTERNS for f in self.path.glob(pattern) if f.is_file()}
         buffer = bytearray(1 << 22)  # one buffer refilled: hashing 16 GB allocates 4 MB
@@ -121,8 +125,28 @@ class Checkpoint:
             digest.update(file.name.encode("utf-8") + b"\0")
             with file.open("rb", buffering=0) as reader:
                 while read := reader.readinto(buffer):
-                    digest.update(view[:read])
+                    if stop():
+                        return None
+                    digest.update(view[:read])  # hashlib releases the GIL on large buffers
         return digest.hexdigest()
+
+    def provenance_sha256_in_background(self) -> Future:
+        """`provenance_sha256` computed by a daemon thread while the caller goes on (a GGUF writer fills it
+        in after the tensors); cancelling the future stops the hashing."""
+        future: Future = Future()
+
+        def run() -> None:
+            try:
+                digest = self.provenance_sha256(stop=future.cancelled)
+            except BaseException as error:  # noqa: BLE001 (handed to whoever waits for the result)
+                if not future.cancelled():
+                    future.set_exception(error)
+                return
+            if digest is not None and not future.cancelled():
+                future.set_result(digest)
+
+        threading.Thread(target=run, daemon=True, name="provenance-sha256").start()
+        return future
 
 
 def open_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> Checkpoint:
@@ -301,11 +325,23 @@ class PickledTensor:
         return int(np.prod(self.shape)) * self.value.element_size()
 
     def read_rows(self, rows: slice | np.ndarray) -> np.ndarray:
+        return as_float32(self.read_stored_rows(rows))
+
+    def read_stored_rows(self, rows: slice | np.ndarray) -> np.ndarray:
         import torch
 
         flat = self.value.reshape(self.rows, self.row_width)
         picked = flat[rows] if isinstance(rows, slice) else flat[torch.from_numpy(np.asarray(rows))]
-        return picked.float().numpy()
+        if picked.dtype == torch.bfloat16:
+            return picked.contiguous().view(torch.int16).numpy().view(np.uint16)
+        return picked.numpy() if picked.dtype in (torch.float16, torch.float32, torch.float64) else picked.float().numpy()
+
+
+def as_float32(stored: np.ndarray) -> np.ndarray:
+    """Stored rows (float16/32/64, or bfloat16 bit patterns as uint16) as float32."""
+    if stored.dtype == np.uint16:  # bfloat16 is the high half of a float32: widened and shifted in one pass
+        return np.left_shift(stored, 16, dtype=np.uint32).view(np.float32)
+    return stored.astype(np.float32, copy=False)
 
 
 def row_chunks(rows: int, row_width: int, budget_bytes: int = 1 << 25) -> list[tuple[int, int]]:

@@ -34,6 +34,7 @@ from bayling_local.convert.onnx_weights import (
     EMBEDDING_BITS,
     ExternalData,
     block_names,
+    save_inline,
 )
 from bayling_local.convert.pipeline import checkpoint_provenance, resolve_chat_format
 from bayling_local.errors import UsageError
@@ -422,12 +423,13 @@ def _layer(b: _Builder, source: Checkpoint, shape: LlamaShape, i: int, h: str, x
 
 
 def save_streamed_model(proto: onnx.ModelProto, path: Path, data: ExternalData) -> None:
-    """Save the graph beside its external data; weights small enough for one protobuf are folded into it
-    (one file, as before streaming) and the data file is removed."""
-    if data.size <= EXTERNAL_DATA_LIMIT:
-        onnx.load_external_data_for_model(proto, str(path.parent))
-        data.path.unlink()
-    onnx.save_model(proto, path)
+    """Save the graph beside its external data; weights small enough for one protobuf are copied into it
+    chunk by chunk (one file, as before streaming) and the data file is removed."""
+    if data.size > EXTERNAL_DATA_LIMIT:
+        onnx.save_model(proto, path)
+        return
+    save_inline(proto, path, data.path)
+    data.path.unlink()
 
 
 def save_model(proto: onnx.ModelProto, path: Path) -> None:

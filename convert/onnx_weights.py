@@ -230,3 +230,56 @@ def _chunks(tensor, dtype):
     """The tensor's rows [rows, row_width] in `dtype`, about CHUNK_BYTES of float32 at a time."""
     for start, stop in row_chunks(tensor.rows, tensor.row_width, CHUNK_BYTES):
         yield tensor.read_rows(slice(start, stop)).astype(dtype, copy=False)
+
+
+def save_inline(proto, path: Path, data_path: Path, chunk: int = 1 << 22) -> None:
+    """Save `proto` as one file holding its external initializers' bytes, copied from `data_path` a chunk at
+    a time, never a whole tensor in memory.
+
+    A protobuf parser merges a message field that occurs twice (repeated fields append): the graph is
+    written without those initializers, and each follows as its own `ModelProto{graph{initializer}}`
+    record, which onnx and ONNX Runtime read as one model with every initializer inline.
+    """
+    from onnx import ModelProto
+
+    graph_only = ModelProto()
+    graph_only.CopyFrom(proto)
+    external = [t for t in graph_only.graph.initializer if t.data_location == TensorProto.EXTERNAL]
+    inline = [t for t in graph_only.graph.initializer if t.data_location != TensorProto.EXTERNAL]
+    del graph_only.graph.initializer[:]
+    graph_only.graph.initializer.extend(inline)
+    with path.open("wb") as out, data_path.open("rb") as source:
+        out.write(graph_only.SerializeToString())
+        for tensor in external:
+            where = {entry.key: entry.value for entry in tensor.external_data}
+            offset, length = int(where["offset"]), int(where["length"])
+            out.write(_inline_tensor_record(tensor, length))
+            source.seek(offset)
+            for start in range(0, length, chunk):
+                out.write(source.read(min(chunk, length - start)))
+
+
+# Protobuf wire format: a length-delimited field is its tag ((number << 3) | 2), a varint length, the bytes.
+_MODEL_GRAPH, _GRAPH_INITIALIZER, _TENSOR_RAW_DATA = 7, 5, 9
+
+
+def _inline_tensor_record(tensor: TensorProto, length: int) -> bytes:
+    """The bytes of `ModelProto{graph{initializer: tensor with raw_data}}` up to the raw data itself."""
+    header = TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims).SerializeToString()
+    header += _field_start(_TENSOR_RAW_DATA, length)
+    initializer = _field_start(_GRAPH_INITIALIZER, len(header) + length)
+    graph_length = len(initializer) + len(header) + length
+    return _field_start(_MODEL_GRAPH, graph_length) + initializer + header
+
+
+def _field_start(number: int, length: int) -> bytes:
+    return _varint((number << 3) | 2) + _varint(length)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)

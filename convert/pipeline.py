@@ -192,16 +192,17 @@ def check_free_space(folder: Path, needed: int) -> None:
 def _provenance(model: Checkpoint, progress: Progress | None) -> Provenance:
     if progress:
         progress("hash", 0, 1)
-    return checkpoint_provenance(model)
+    return checkpoint_provenance(model, background=True)
 
 
-def checkpoint_provenance(model: Checkpoint) -> Provenance:
+def checkpoint_provenance(model: Checkpoint, *, background: bool = False) -> Provenance:
     """Where an artifact comes from (the source checkpoint and its hash, this tool, when); GGUF metadata
-    and ONNX export configs record the same."""
-    digest = model.provenance_sha256()
+    and ONNX export configs record the same. With `background` the hash is computed while the caller goes
+    on (the GGUF writer fills it in after the tensors)."""
+    digest = model.provenance_sha256_in_background() if background else model.provenance_sha256()
     return Provenance(
         source=str(model.path.resolve()),
-        sha256=digest,
+        digest=digest,
         tool=f"bayling-local {__version__}",
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )

@@ -86,13 +86,15 @@ def test_blocks_packed_chunk_by_chunk_equal_onnxruntime_packing_the_whole_weight
         assert np.array_equal(read[name].reshape(expected.shape), expected), name
 
 
-@pytest.mark.parametrize("quant", ["fp32", "int4"])
-def test_export_never_holds_a_whole_weight_matrix(wide_vocab_checkpoint, tmp_path, monkeypatch, quant, reference_logits):
+@pytest.mark.parametrize("quant,layout", [("fp32", "external"), ("int4", "external"), ("fp32", "one file")])
+def test_export_never_holds_a_whole_weight_matrix(wide_vocab_checkpoint, tmp_path, monkeypatch, quant, layout,
+                                                  reference_logits):
     import bayling_local.convert.onnx as exporter
     import bayling_local.convert.onnx_weights as weights
 
     monkeypatch.setattr(weights, "CHUNK_BYTES", 1 << 22)
-    monkeypatch.setattr(exporter, "EXTERNAL_DATA_LIMIT", 0)  # kept external, as for a model over 2 GB
+    if layout == "external":
+        monkeypatch.setattr(exporter, "EXTERNAL_DATA_LIMIT", 0)  # as for a model over 2 GB
     largest = 128_256 * 128 * 4
     tracemalloc.start()
     try:
@@ -101,9 +103,11 @@ def test_export_never_holds_a_whole_weight_matrix(wide_vocab_checkpoint, tmp_pat
     finally:
         tracemalloc.stop()
     # The in-memory exporter held the float32 state dict and the protobuf copies (> 4x `largest`); a
-    # streamed export holds a 4 MB chunk and its converted copies (13-17 MB here), whatever the model's size.
+    # streamed export holds a 4 MB chunk and its converted copies (13-17 MB here), whatever the model's size,
+    # and copies the weights into a single-file model chunk by chunk too.
     assert peak < largest / 3, f"peak Python allocation {peak / 1e6:.0f} MB for a {largest / 1e6:.0f} MB weight"
-    assert (out / "model.onnx.data").stat().st_size > 100 * (out / "model.onnx").stat().st_size
+    files = sorted(p.name for p in out.glob("model.onnx*"))
+    assert files == (["model.onnx", "model.onnx.data"] if layout == "external" else ["model.onnx"])
     backend = OnnxRuntimeBackend.load(out, LoadOptions(device="cpu", threads=2))
     ids, expected = reference_logits
     logits = backend.logits(ids)
@@ -112,6 +116,22 @@ def test_export_never_holds_a_whole_weight_matrix(wide_vocab_checkpoint, tmp_pat
     else:  # 4-bit blocks of a random model: close, not equal
         assert np.corrcoef(logits.ravel(), expected.ravel())[0, 1] > 0.9  # 0.945 here
     backend.close()
+
+
+def test_a_single_file_export_reads_as_the_same_model_in_onnx(wide_vocab_checkpoint, tmp_path, monkeypatch):
+    # The single file is the graph plus one merged record per initializer; onnx parses it as one model.
+    import bayling_local.convert.onnx as exporter
+
+    single = to_onnx(wide_vocab_checkpoint, tmp_path / "single", "int8")
+    monkeypatch.setattr(exporter, "EXTERNAL_DATA_LIMIT", 0)
+    split = to_onnx(wide_vocab_checkpoint, tmp_path / "split", "int8")
+    one, two = onnx.load(str(single / "model.onnx")), onnx.load(str(split / "model.onnx"))
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in one.graph.initializer)
+    assert one.graph.node == two.graph.node and one.graph.input == two.graph.input
+    inline, external = _initializers(single / "model.onnx"), _initializers(split / "model.onnx")
+    assert inline.keys() == external.keys()
+    for name, values in inline.items():
+        assert values.dtype == external[name].dtype and np.array_equal(values, external[name]), name
 
 
 @pytest.fixture(scope="module")
