@@ -14,7 +14,9 @@ Modules, in the order data flows through them:
 - `imatrix`: importance matrix from language-balanced calibration text, in llama.cpp's file format, resumable.
 - `logits`, `verify`: logit/KL helpers and the fidelity report (JSON + Markdown beside the artifact).
 - `pipeline`: `to_gguf`, free-disk check, store import with a manifest.
-- `onnx`: `to_onnx`, an ONNX decoder with KV cache written with onnx.helper (fp32/fp16/int8/int4).
+- `onnx`: `to_onnx`, an ONNX decoder with KV cache written with onnx.helper (fp32/fp16/int8/int4);
+  `onnx_weights`: its weights streamed from the checkpoint into `model.onnx.data` (transposed or packed
+  into MatMulNBits blocks per row chunk); `onnx_rewrite`: block rewrites of a graph held in memory.
 """
 
 from bayling_local.convert.onnx import to_onnx
