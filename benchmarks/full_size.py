@@ -282,9 +282,10 @@ def measured(command: list[str], env: dict | None = None) -> tuple[float, int, s
     )
     process = subprocess.run([sys.executable, "-c", launcher, *command], check=False, capture_output=True, text=True, cwd=ROOT,
                              env={**os.environ, **(env or {})})
-    report = json.loads(process.stderr.strip().splitlines()[-1])
-    if report["status"] != 0:
-        raise RuntimeError(f"{' '.join(map(str, command[:5]))} ... exited {report['status']}:\n{process.stderr[-4000:]}")
+    *messages, last = process.stderr.strip().splitlines() or [""]
+    report = json.loads(last)
+    if report["status"] != 0:  # the child's last line of stderr says why
+        raise RuntimeError(f"exited {report['status']}: {messages[-1] if messages else ''}")
     return report["seconds"], report["peak_rss"], process.stdout
 
 
@@ -306,7 +307,7 @@ def _conversion(model: str, step: str, out: Path, command: list[str], env: dict 
     try:
         seconds, rss, _ = measured(command, env)
     except RuntimeError as error:
-        return Measured(model, step, ok=False, generated=f"conversion failed: {str(error).strip().splitlines()[-1][:160]}")
+        return Measured(model, step, ok=False, generated=f"conversion failed: {str(error)[:200]}")
     return Measured(model, step, seconds, rss, _size(out))
 
 
@@ -321,7 +322,7 @@ def generate_one_token(row: Measured, artifact: Path) -> None:
         row.ok = bool(result["token_ids"])
         row.extra["load_and_generate"] = {"seconds": seconds, "peak_rss": rss}
     except RuntimeError as error:
-        row.ok, row.generated = False, f"failed: {str(error).splitlines()[-1][:120]}"
+        row.ok, row.generated = False, f"failed: {str(error)[:200]}"
 
 
 def record(rows: list[Measured], row: Measured) -> None:
@@ -368,7 +369,7 @@ def child(argv: list[str]) -> None:
         from bayling_local.backends.base import GenerationConfig, LoadOptions
         from bayling_local.model import open_model
 
-        model = open_model(args[0], options=LoadOptions(device="cpu", context_length=128))
+        model = open_model(args[0], options=LoadOptions(device="cpu", context_length=512))
         stream, _ = model.chat([{"role": "user", "content": "Hello"}], GenerationConfig(max_tokens=1))
         completion = stream.collect()
         print(json.dumps({"backend": model.backend.name, "token_ids": list(completion.token_ids),
@@ -423,6 +424,7 @@ def run_13b(work: Path, layers: int | None, reference: bool, rows: list[Measured
         script, gguf_py = reference_converter(work.parent / "bayling-full-size-cache")
         row = convert_reference(full.name, checkpoint, out, script, gguf_py)
         row.step += f" ({layers} of 40 layers)"
+        generate_one_token(row, out)
         record(rows, row)
         _remove(out)
     _remove(checkpoint)
@@ -445,10 +447,11 @@ def _write(shape: ModelShape, checkpoint: Path) -> Measured:
 
 def print_table(rows: list[Measured], hardware: str) -> None:
     print(f"\nhardware: {hardware}")
-    print(f"{'model':14s} {'step':50s} {'wall s':>8s} {'peak RSS':>10s} {'output':>9s}  loads and generates")
+    print("peak RSS: the process's ru_maxrss (wait4), mapped file pages it touched included")
+    print(f"{'model':14s} {'step':60s} {'wall s':>8s} {'peak RSS':>10s} {'output':>9s}  loads and generates")
     for row in rows:
         rss = f"{row.peak_rss / GiB:.2f} GiB"
-        print(f"{row.model:14s} {row.step:50s} {row.seconds:8.1f} {rss:>10s} {row.output_bytes / 1e9:7.2f} GB  "
+        print(f"{row.model:14s} {row.step:60s} {row.seconds:8.1f} {rss:>10s} {row.output_bytes / 1e9:7.2f} GB  "
               f"{row.generated}")
     ours = [r for r in rows if "bayling-local" in r.step]
     worst = max(ours, key=lambda r: r.peak_rss, default=None)
