@@ -157,9 +157,10 @@ def test_pip_install_of_the_onnx_extra_in_a_fresh_virtualenv_generates(tiny_int4
     source = tmp_path / "source"  # a copy: an install builds in the source tree
     source.mkdir()
     for item in ("pyproject.toml", "README.md", "bayling_local", "convert", "training", "tui"):
-        copy = shutil.copytree if (REPOSITORY / item).is_dir() else shutil.copy
-        copy(REPOSITORY / item, source / item, **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                                  if (REPOSITORY / item).is_dir() else {}))
+        if (REPOSITORY / item).is_dir():
+            shutil.copytree(REPOSITORY / item, source / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(REPOSITORY / item, source / item)
     venv.EnvBuilder(with_pip=True, symlinks=True).create(tmp_path / "venv")
     python = tmp_path / "venv" / "bin" / "python"
     installed = subprocess.run([python, "-m", "pip", "install", "--retries", "1", f"{source}[onnx]"], check=False,
