@@ -110,6 +110,8 @@ def test_cancelling_a_queued_request_ends_it_without_a_slot(smollm2, engine_of):
     queued.cancel()
     assert queued.result(timeout=600).finish_reason == "cancelled" and queued.result().token_ids == []
     assert first.result(timeout=600).finish_reason == "length"
+    assert queued.admitted_step is None and queued.finished_step is not None
+    assert engine.stats.finished == engine.stats.submitted == 2, "a request cancelled in the queue ends too"
 
 
 def test_prefix_reuse_copies_the_shared_translation_prompt_start_and_keeps_greedy_text(smollm2, engine_of):
@@ -173,5 +175,9 @@ def test_bad_prompts_are_one_line_errors_and_a_closed_engine_cancels(smollm2, en
         engine.submit([], GenerationConfig())
     with pytest.raises(ContextOverflowError, match="2048"):
         engine.submit([1] * 3000, GenerationConfig())
+    # llama.cpp would refuse the whole batch, failing every request in it with this one.
+    with pytest.raises(InputTextError, match="outside this model's vocabulary"):
+        engine.submit([1, smollm2.backend.info.vocab_size], GenerationConfig())
+    assert engine.stats.submitted == 0
     engine.close()
     assert engine.submit([1, 2, 3], GenerationConfig()).result(timeout=60).finish_reason == "cancelled"

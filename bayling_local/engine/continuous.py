@@ -14,22 +14,21 @@ from __future__ import annotations
 
 import random
 import threading
-from collections import deque
 from collections.abc import Sequence as Ids
 
-from bayling_local.backends.base import Completion, GenerationConfig, SpeculationOptions
+from bayling_local.backends.base import GenerationConfig, SpeculationOptions
 from bayling_local.backends.decoding import TextAssembler, stop_token_set
 from bayling_local.engine.llamacpp import ContextShape, LlamaContext, SamplerChain, TokenBatch, padded_cells
 from bayling_local.engine.prefix import PrefixPolicy
+from bayling_local.engine.queueing import RequestQueue
 from bayling_local.engine.requests import EngineStats, RequestHandle
 from bayling_local.engine.scheduler import plan_step
 from bayling_local.engine.slots import Sequence, SlotPool
 from bayling_local.engine.speculation import Speculator
-from bayling_local.errors import ContextOverflowError, InputTextError, UsageError
+from bayling_local.errors import UsageError
 
 STEP_TOKENS = 512
 """Tokens per llama_decode: one per decoding sequence, the rest prompt chunks."""
-
 
 
 class ContinuousEngine:
@@ -63,10 +62,8 @@ class ContinuousEngine:
         self._slots = SlotPool(parallel)
         self._speculator = self._make_speculator(speculation, draft_llm, parallel)
         self._running: list[Sequence] = []
-        self._queue: deque[RequestHandle] = deque()
-        self._wake = threading.Condition()
-        self._closing = False
-        self._error: BaseException | None = None
+        prompt_limit = min(backend.info.context_length, self.cells_per_slot)
+        self._queue = RequestQueue(self.stats, prompt_limit, backend.info.vocab_size)
         self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
         self._thread.start()
 
@@ -76,25 +73,10 @@ class ContinuousEngine:
         self, prompt_ids: Ids[int], config: GenerationConfig, cancel: threading.Event | None = None
     ) -> RequestHandle:
         """Queue a request; `cancel` (optional) is an event the caller already holds, shared or not."""
-        ids = [int(token) for token in prompt_ids]
-        self._check_prompt(ids)
-        handle = RequestHandle(ids, config, cancel_event=cancel or threading.Event())
-        with self._wake:
-            if self._error is not None:
-                handle.fail(self._error)
-            elif self._closing:
-                handle.finish(Completion("", [], len(ids), "cancelled"))
-            else:
-                self.stats.submitted += 1
-                self._queue.append(handle)
-                self.stats.queued = len(self._queue)
-                self._wake.notify()
-        return handle
+        return self._queue.submit(prompt_ids, config, cancel)
 
     def close(self) -> None:
-        with self._wake:
-            self._closing = True
-            self._wake.notify()
+        self._queue.close()
         self._thread.join()
         self._batch.close()
         self._context.close()
@@ -124,36 +106,16 @@ class ContinuousEngine:
             self._fail_all(error)
 
     def _step(self) -> bool:
-        if not self._wait_for_work():
+        if not self._queue.wait(busy=bool(self._running)):
             self._cancel_all()
             return False
         for s in [s for s in self._running if s.handle.cancelled]:
             self._end(s, "cancelled")
-        self._admit()
+        for handle in self._queue.take(self._slots.free):
+            self._start(handle)
         if self._running:
             self._decode_step()
         return True
-
-    def _wait_for_work(self) -> bool:
-        """False once the engine closes."""
-        with self._wake:
-            while not (self._closing or self._queue or self._running):
-                self._wake.wait()
-            return not self._closing
-
-    def _admit(self) -> None:
-        """Start queued requests in free slots; a cancelled one ends where it waits."""
-        with self._wake:
-            waiting = [h for h in self._queue if not h.cancelled]
-            cancelled = [h for h in self._queue if h.cancelled]
-            starting = waiting[: self._slots.free]
-            self._queue = deque(waiting[len(starting) :])
-            self.stats.queued = len(self._queue)
-        for handle in cancelled:
-            handle.finished_step = self.stats.steps
-            handle.finish(Completion("", [], len(handle.prompt_ids), "cancelled"))
-        for handle in starting:
-            self._start(handle)
 
     def _start(self, handle: RequestHandle) -> None:
         config, info = handle.config, self.backend.info
@@ -276,26 +238,9 @@ class ContinuousEngine:
     def _cancel_all(self) -> None:
         for s in list(self._running):
             self._end(s, "cancelled")
-        with self._wake:
-            queued, self._queue = list(self._queue), deque()
-            self.stats.queued = 0
-        for handle in queued:
-            handle.finish(Completion("", [], len(handle.prompt_ids), "cancelled"))
+        self._queue.cancel_all()
 
     def _fail_all(self, error: BaseException) -> None:
-        with self._wake:
-            self._error = error
-            handles = [s.handle for s in self._running] + list(self._queue)
-            self._running, self._queue = [], deque()
-            self.stats.active = self.stats.queued = 0
-        for handle in handles:
-            handle.fail(error)
-
-    def _check_prompt(self, ids: list[int]) -> None:
-        if not ids:
-            raise InputTextError("the prompt is empty")
-        limit = min(self.backend.info.context_length, self.cells_per_slot)
-        if len(ids) >= limit:
-            raise ContextOverflowError(
-                f"the input is {len(ids)} tokens; an engine slot holds {limit} (shorten the input or raise --context)"
-            )
+        handles, self._running = [s.handle for s in self._running], []
+        self.stats.active = 0
+        self._queue.fail_all(error, handles)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import heapq
 import threading
-from collections import deque
 from collections.abc import Callable
 from collections.abc import Sequence as Ids
 from dataclasses import dataclass, field
@@ -31,8 +30,9 @@ import numpy as np
 from bayling_local.backends.base import Completion, GenerationConfig
 from bayling_local.backends.decoding import TextAssembler, stop_token_set
 from bayling_local.backends.sampling import Sampler
+from bayling_local.engine.queueing import RequestQueue
 from bayling_local.engine.requests import EngineStats, RequestHandle
-from bayling_local.errors import ContextOverflowError, InputTextError, UsageError
+from bayling_local.errors import UsageError
 
 STEP_TOKENS = 512
 """Prompt tokens run per step at most; a longer prompt is prefilled in chunks over several steps."""
@@ -111,10 +111,7 @@ class OnnxRowsEngine:
         self._cache = backend.cache_rows(parallel, self.capacity)
         self._free_rows = list(range(parallel))  # a heap: the lowest free row first keeps decode runs short
         self._running: list[RowRequest] = []
-        self._queue: deque[RequestHandle] = deque()
-        self._wake = threading.Condition()
-        self._closing = False
-        self._error: BaseException | None = None
+        self._queue = RequestQueue(self.stats, self.capacity, backend.info.vocab_size)
         self._thread = threading.Thread(target=self._run, name="onnx-engine", daemon=True)
         self._thread.start()
 
@@ -124,25 +121,10 @@ class OnnxRowsEngine:
         self, prompt_ids: Ids[int], config: GenerationConfig, cancel: threading.Event | None = None
     ) -> RequestHandle:
         """Queue a request; `cancel` (optional) is an event the caller already holds, shared or not."""
-        ids = [int(token) for token in prompt_ids]
-        self._check_prompt(ids)
-        handle = RequestHandle(ids, config, cancel_event=cancel or threading.Event())
-        with self._wake:
-            if self._error is not None:
-                handle.fail(self._error)
-            elif self._closing:
-                handle.finish(Completion("", [], len(ids), "cancelled"))
-            else:
-                self.stats.submitted += 1
-                self._queue.append(handle)
-                self.stats.queued = len(self._queue)
-                self._wake.notify()
-        return handle
+        return self._queue.submit(prompt_ids, config, cancel)
 
     def close(self) -> None:
-        with self._wake:
-            self._closing = True
-            self._wake.notify()
+        self._queue.close()
         self._thread.join()
         self._cache = None
 
@@ -156,12 +138,13 @@ class OnnxRowsEngine:
             self._fail_all(error)
 
     def _step(self) -> bool:
-        if not self._wait_for_work():
+        if not self._queue.wait(busy=bool(self._running)):
             self._cancel_all()
             return False
         for r in [r for r in self._running if r.handle.cancelled]:
             self._end(r, "cancelled")
-        self._admit()
+        for handle in self._queue.take(len(self._free_rows)):
+            self._start(handle)
         if self._running:
             self._prefill_step()
             self._end_finished()  # a request may end at its first token: its row then idles this step
@@ -169,26 +152,6 @@ class OnnxRowsEngine:
             self.stats.steps += 1
             self._end_finished()
         return True
-
-    def _wait_for_work(self) -> bool:
-        """False once the engine closes."""
-        with self._wake:
-            while not (self._closing or self._queue or self._running):
-                self._wake.wait()
-            return not self._closing
-
-    def _admit(self) -> None:
-        """Start queued requests in free rows; a cancelled one ends where it waits."""
-        with self._wake:
-            waiting = [h for h in self._queue if not h.cancelled]
-            cancelled = [h for h in self._queue if h.cancelled]
-            starting = waiting[: len(self._free_rows)]
-            self._queue = deque(waiting[len(starting) :])
-            self.stats.queued = len(self._queue)
-        for handle in cancelled:
-            self._cancel_queued(handle)
-        for handle in starting:
-            self._start(handle)
 
     def _start(self, handle: RequestHandle) -> None:
         config = handle.config
@@ -263,36 +226,9 @@ class OnnxRowsEngine:
     def _cancel_all(self) -> None:
         for r in list(self._running):
             self._end(r, "cancelled")
-        with self._wake:
-            queued, self._queue = list(self._queue), deque()
-            self.stats.queued = 0
-        for handle in queued:
-            self._cancel_queued(handle)
-
-    def _cancel_queued(self, handle: RequestHandle) -> None:
-        """End a request that never got a row (it counts as finished: submitted == finished once drained)."""
-        self.stats.finished += 1
-        handle.finished_step = self.stats.steps
-        handle.finish(Completion("", [], len(handle.prompt_ids), "cancelled"))
+        self._queue.cancel_all()
 
     def _fail_all(self, error: BaseException) -> None:
-        with self._wake:
-            self._error = error
-            handles = [r.handle for r in self._running] + list(self._queue)
-            self._running, self._queue = [], deque()
-            self.stats.active = self.stats.queued = 0
-        for handle in handles:
-            handle.fail(error)
-
-    def _check_prompt(self, ids: list[int]) -> None:
-        if not ids:
-            raise InputTextError("the prompt is empty")
-        vocab = self.backend.info.vocab_size
-        bad = [token for token in ids if not 0 <= token < vocab]
-        if bad:
-            raise InputTextError(f"token id {bad[0]} is outside this model's vocabulary (0..{vocab - 1})")
-        if len(ids) >= self.capacity:
-            raise ContextOverflowError(
-                f"the input is {len(ids)} tokens; an engine row holds {self.capacity} "
-                "(shorten the input or raise --context)"
-            )
+        handles, self._running = [r.handle for r in self._running], []
+        self.stats.active = 0
+        self._queue.fail_all(error, handles)
