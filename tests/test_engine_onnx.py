@@ -111,6 +111,9 @@ def test_a_freed_row_is_refilled_in_the_same_step_while_a_long_request_keeps_dec
     assert late.admitted_step == short.finished_step > 0
     assert late.finished_step < long.finished_step, "the queued request waited for the long one"
     assert engine.stats.steps == long.finished_step
+    # One token per row per pass (no drafts here): `bench speed`'s tokens/pass reads 1.0.
+    assert engine.stats.generated_tokens == engine.stats.sampling_passes == 48
+    assert engine.stats.tokens_per_pass == 1.0
 
 
 def test_cancelling_a_queued_request_ends_it_without_a_row(onnx_model, engine_of):

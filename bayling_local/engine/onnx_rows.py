@@ -207,7 +207,10 @@ class OnnxRowsEngine:
             self._sample(r, logits[r.row])
 
     def _sample(self, r: RowRequest, logits: np.ndarray) -> None:
+        """One token per row and pass (no drafts here): tokens per pass is 1."""
         r.take(r.sampler.pick(logits, r.history), self.backend.detokenize)
+        self.stats.sampling_passes += 1
+        self.stats.generated_tokens += 1
 
     def _end_finished(self) -> None:
         for r in [r for r in self._running if r.finish is not None]:
