@@ -124,9 +124,10 @@ def run_isolated(python: Path, *args: str, home: Path) -> subprocess.CompletedPr
     return subprocess.run([python, *args], check=False, capture_output=True, text=True, env=env, cwd=home, timeout=600)
 
 
-def check_runs_alone(python: Path, export: Path, expected: list[int], home: Path) -> None:
+def check_runs_alone(python: Path, export: Path, expected: list[int], home: Path, gguf: Path) -> None:
     """In the interpreter `python`: the export opens by path and generates `expected`; `models import`
-    makes a store entry; `generate -m ENTRY` prints a completion."""
+    makes a store entry; `generate -m ENTRY` prints a completion; a GGUF is refused in one line that
+    names the extra to install (transformers is there, for the tokenizer, but not torch)."""
     direct = run_isolated(python, "-c", RUN_IN_ISOLATION, str(export), PROMPT, *ABSENT, home=home)
     assert direct.returncode == 0, direct.stderr[-3000:]
     result = json.loads(direct.stdout.strip().splitlines()[-1])
@@ -138,19 +139,28 @@ def check_runs_alone(python: Path, export: Path, expected: list[int], home: Path
     generated = run_isolated(python, "-m", "bayling_local", "generate", "-m", "tiny-onnx", "--device", "cpu",
                              "--max-tokens", "8", PROMPT, home=home)
     assert generated.returncode == 0 and generated.stdout.strip(), generated.stderr[-3000:]
+    refused = run_isolated(python, "-m", "bayling_local", "generate", "-m", str(gguf), "--max-tokens", "2", PROMPT,
+                           home=home)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    assert "'llama_cpp'" in refused.stderr and "bayling-local[llama]" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
 
 
-def test_onnx_extra_alone_imports_an_export_into_the_store_and_generates(tiny_int4_export, expected_tokens, tmp_path):
+def test_onnx_extra_alone_imports_an_export_into_the_store_and_generates(
+    tiny_int4_export, expected_tokens, tmp_path, bundled_gguf
+):
     pytest.importorskip("packaging")
     distributions = dependency_closure(onnx_extra_requirements())
     names = {d.metadata["Name"].lower() for d in distributions}
     assert {"onnxruntime", "transformers", "numpy"} <= names and not {"torch", "llama-cpp-python", "onnx"} & names
     python = isolated_interpreter(tmp_path / "venv", distributions)
-    check_runs_alone(python, tiny_int4_export, expected_tokens, tmp_path)
+    check_runs_alone(python, tiny_int4_export, expected_tokens, tmp_path, bundled_gguf)
 
 
 @pytest.mark.slow
-def test_pip_install_of_the_onnx_extra_in_a_fresh_virtualenv_generates(tiny_int4_export, expected_tokens, tmp_path):
+def test_pip_install_of_the_onnx_extra_in_a_fresh_virtualenv_generates(
+    tiny_int4_export, expected_tokens, tmp_path, bundled_gguf
+):
     if os.environ.get("BAYLING_TEST_PIP_INSTALL") != "1":
         pytest.skip("set BAYLING_TEST_PIP_INSTALL=1 to pip-install bayling-local[onnx] from PyPI into a fresh "
                     "virtualenv (~100 MB of downloads); the test above checks the same dependency closure offline")
@@ -169,4 +179,4 @@ def test_pip_install_of_the_onnx_extra_in_a_fresh_virtualenv_generates(tiny_int4
         pytest.skip(f"offline: pip could not install from PyPI ({installed.stderr.strip().splitlines()[-1]})")
     assert installed.returncode == 0, installed.stderr[-3000:]
     # the installed package, not this working tree: run from a folder without bayling_local in it
-    check_runs_alone(python, tiny_int4_export, expected_tokens, tmp_path)
+    check_runs_alone(python, tiny_int4_export, expected_tokens, tmp_path, bundled_gguf)

@@ -28,20 +28,29 @@ class BackendSpec:
     """Artifact formats it loads: `gguf`, `onnx`, `hf`."""
     module: str
     class_name: str
-    requires: str
-    """Import name of the runtime library, checked before loading."""
+    requires: str | tuple[str, ...]
+    """Import names of the runtime libraries, checked before loading (one name or several)."""
     install_hint: str
     devices: tuple[str, ...] = ("cpu",)
     speculative: bool = False
     """Whether it runs speculative decoding (`--draft-model`, `--lookup-ngram`)."""
 
+    @property
+    def missing(self) -> list[str]:
+        """The required packages that are not installed."""
+        names = (self.requires,) if isinstance(self.requires, str) else self.requires
+        return [name for name in names if importlib.util.find_spec(name) is None]
+
     def is_installed(self) -> bool:
-        return importlib.util.find_spec(self.requires) is not None
+        return not self.missing
 
     def load(self, path: Path, options: LoadOptions) -> Backend:
-        if not self.is_installed():
+        missing = self.missing
+        if missing:
+            packages = " and ".join(f"'{name}'" for name in missing)
             raise BackendUnavailableError(
-                f"the {self.name} backend needs the '{self.requires}' package; {self.install_hint}"
+                f"the {self.name} backend needs the {packages} package{'s' if len(missing) > 1 else ''}; "
+                f"{self.install_hint}"
             )
         if options.speculation is not None and options.speculation.enabled and not self.speculative:
             raise UsageError(
@@ -104,7 +113,8 @@ TRANSFORMERS = BackendSpec(
     formats=("hf", "gguf"),
     module="bayling_local.backends.hf",
     class_name="HFBackend",
-    requires="transformers",
+    # transformers without torch is what the [onnx] extra installs (for its tokenizers): not enough.
+    requires=("transformers", "torch"),
     install_hint="run `pip install 'bayling-local[convert]'`",
     devices=("cpu", "cuda"),
 )
