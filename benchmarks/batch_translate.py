@@ -118,7 +118,8 @@ def engine_description(backend_name: str) -> str:
 
         return (
             "preallocated KV cache rows per side, one request per row; each new prompt runs alone into its row "
-            f"(chunks of {STEP_TOKENS} tokens), then one run decodes a token for every row in use; "
+            f"(chunks of {STEP_TOKENS} tokens) after the shared prefix's KV copied in (CPU cache), "
+            "then one run decodes a token for every row in use; "
             "sampling in Python (argmax when greedy)"
         )
     from bayling_local.engine.continuous import STEP_TOKENS

@@ -1,6 +1,6 @@
 """The ONNX Runtime engine on a real ONNX export of the bundled model: cache rows freed and refilled,
-greedy results as alone, prompts in chunks, cancel while queued and while running, per-request stops,
-seeds and budgets.
+greedy results as alone, prompts in chunks, prefix reuse, cancel while queued and while running,
+per-request stops, seeds and budgets.
 
 Scheduling is asserted through the engine's step counters (`admitted_step`, `finished_step`, stats),
 never through time.
@@ -19,6 +19,8 @@ from bayling_local.backends.base import GenerationConfig, LoadOptions
 from bayling_local.engine import create_engine
 from bayling_local.engine.onnx_rows import OnnxRowsEngine
 from bayling_local.errors import ContextOverflowError, InputTextError, UsageError
+from bayling_local.languages import resolve
+from bayling_local.translate import translation_messages
 
 QUESTIONS = (
     "Name a fruit.",
@@ -71,8 +73,24 @@ def chat_ids(model, question: str) -> list[int]:
     return model.prompt_ids([{"role": "user", "content": question}])
 
 
+def translation_ids(model, sentence: str) -> list[int]:
+    return model.prompt_ids(translation_messages(sentence, resolve("swh_Latn")))
+
+
 def alone(model, prompt: list[int], config: GenerationConfig):
     return model.backend.stream(prompt, config).collect()
+
+
+def summary_ids(model) -> list[int]:
+    """A raw-text prompt longer than the translation prompts' shared start, sharing none of it."""
+    return model.backend.tokenize("Summarise: " + " ".join(SENTENCES) + " Summary:")
+
+
+def same_prefix_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def test_greedy_results_at_parallel_three_match_each_prompt_alone_and_rows_are_refilled(onnx_model, engine_of):
@@ -93,7 +111,9 @@ def test_greedy_results_at_parallel_three_match_each_prompt_alone_and_rows_are_r
     assert all(c.prompt_tokens == len(p) for c, p in zip(together, prompts))
     stats = engine.stats
     assert stats.finished == stats.submitted == len(prompts) and stats.active == stats.queued == 0
-    assert stats.prefill_tokens == sum(map(len, prompts))
+    # The three that joined later got the chat template's system prompt copied (the first two taught it).
+    assert stats.prefill_tokens_saved > 0
+    assert stats.prefill_tokens + stats.prefill_tokens_saved == sum(map(len, prompts))
     # Three rows for six requests: the last three each took a row the moment one was freed.
     first, later = handles[:3], handles[3:]
     assert all(h.admitted_step == 0 for h in first)
@@ -240,3 +260,49 @@ def test_close_cancels_what_is_queued_or_running_and_later_requests(onnx_model, 
     assert handles[0].result(timeout=120).finish_reason in ("cancelled", "length")
     late = engine.submit(chat_ids(onnx_model, "Late."), LONG)
     assert late.result(timeout=5).finish_reason == "cancelled"
+
+
+def test_prefix_reuse_copies_the_shared_translation_prompt_start_and_keeps_greedy_output(onnx_model, engine_of):
+    translations = [translation_ids(onnx_model, s) for s in SENTENCES[:5]]
+    other = summary_ids(onnx_model)
+    shared = same_prefix_length(translations[0], translations[1])
+    # One at a time, so every request takes row 0: the first two teach the engine the prefix, and before each
+    # later one `other` writes its own keys over the prefix's positions in that row.
+    prompts = [translations[0], translations[1]]
+    for later in translations[2:]:
+        prompts += [other, later]
+    config = onnx_model.chat_config(GREEDY)
+
+    def one_at_a_time(engine):
+        return [engine.submit(p, config).result(timeout=600) for p in prompts]
+
+    reused_engine, plain_engine = engine_of(2), engine_of(2, prefix_reuse=False)
+    reused, plain = one_at_a_time(reused_engine), one_at_a_time(plain_engine)
+    assert shared >= 16 and len(other) > shared and same_prefix_length(other, translations[0]) < 16
+    assert reused_engine.stats.prefill_tokens_saved == shared * (len(translations) - 2)
+    assert reused_engine.stats.prefill_tokens + reused_engine.stats.prefill_tokens_saved == sum(map(len, prompts))
+    assert plain_engine.stats.prefill_tokens_saved == 0
+    # fp32: keys and values copied are the numbers the prompt run computed, and the rest of the prompt
+    # attends over them as a later chunk would (seen: identical token for token).
+    assert [c.token_ids for c in reused] == [c.token_ids for c in plain]
+
+
+def test_prefix_reuse_beside_decoding_rows_and_not_for_a_prompt_that_shares_nothing(onnx_model, engine_of):
+    config = onnx_model.chat_config(GREEDY)
+    translations = [translation_ids(onnx_model, s) for s in SENTENCES[:5]]
+    other = summary_ids(onnx_model)
+    unrelated = onnx_model.backend.tokenize("Say: the train leaves at noon.")
+    # Three rows. `other` ends first (2 tokens) and leaves row 0 to the third translation, which gets the
+    # prefix the first two taught over `other`'s keys; `unrelated` comes after the prefix is kept and must
+    # not get it; the last two translations reuse it while other rows decode.
+    requests = [(other, GenerationConfig(max_tokens=2, ignore_eos=True)), *((t, config) for t in translations[:3])]
+    requests += [(unrelated, config), *((t, config) for t in translations[3:])]
+    engine = engine_of(3)
+    handles = [engine.submit(p, c) for p, c in requests]
+    together = [h.result(timeout=600) for h in handles]
+    lone = [alone(onnx_model, p, c) for p, c in requests]
+    shared = same_prefix_length(translations[0], translations[1])
+    assert handles[3].admitted_step == handles[0].finished_step and handles[4].admitted_step > 0
+    assert [c.token_ids for c in together] == [c.token_ids for c in lone]
+    assert engine.stats.prefill_tokens_saved == shared * 3
+    assert engine.stats.prefill_tokens + engine.stats.prefill_tokens_saved == sum(len(p) for p, _ in requests)

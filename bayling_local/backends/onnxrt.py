@@ -338,6 +338,9 @@ class CacheRows:
     The graph takes one `sequence` length for every row of a run, and GroupQueryAttention takes a row's
     past as (its mask sum - sequence), so every input token of a row counts as real: prompts cannot share
     a run with one-token decodes. A prompt run binds its row alone (by pointer offset), as `_prefill` does.
+
+    A kept prefix (`keep_prefix`) is a copy of one row's first positions, outside the rows: copied into a row,
+    it stands for running those prompt tokens again, the same numbers.
     """
 
     def __init__(self, backend: OnnxRuntimeBackend, rows: int, capacity: int):
@@ -345,6 +348,22 @@ class CacheRows:
         self._backend = backend
         self._cache = backend._new_cache(rows, capacity)
         self._decode_bindings: dict[int, Any] = {}  # rows in a decode run -> its binding (points into _cache)
+        self._prefix: list[np.ndarray] = []  # per layer and part: [kv_heads, kept positions, head_dim]
+
+    @property
+    def keeps_prefixes(self) -> bool:
+        """Whether `keep_prefix` and `copy_prefix` work: the cache is in host memory. A CUDA cache is one
+        OrtValue per layer and part, and onnxruntime's Python API copies whole OrtValues (`copy_tensors`),
+        not some positions of one row into another."""
+        return self._cache.device == "cpu"
+
+    def keep_prefix(self, row: int, length: int) -> None:
+        """Keep the keys and values of the first `length` positions of `row` (replacing any kept before)."""
+        self._prefix = self._cache.read_positions(row, length)
+
+    def copy_prefix(self, row: int, length: int) -> None:
+        """Write the first `length` kept positions into `row`; its prompt then runs from position `length`."""
+        self._cache.write_positions(row, self._prefix, length)
 
     def prefill(self, row: int, ids: Sequence[int], start: int = 0) -> np.ndarray:
         """Run prompt tokens `ids` into `row` after the `start` tokens it holds; the last token's logits."""
@@ -385,6 +404,15 @@ class _KVCache:
 
             self._buffers = [OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, device, 0) for _ in range(count)]
             self._pointers = [b.data_ptr() for b in self._buffers]
+
+    def read_positions(self, row: int, length: int) -> list[np.ndarray]:
+        """Copies of `row`'s first `length` positions, one per buffer (host memory only)."""
+        return [buffer[row, :, :length].copy() for buffer in self._buffers]
+
+    def write_positions(self, row: int, parts: list[np.ndarray], length: int) -> None:
+        """Write the first `length` positions of `parts` (from `read_positions`) into `row`."""
+        for buffer, part in zip(self._buffers, parts, strict=True):
+            buffer[row, :, :length] = part[:, :length]
 
     def bind(self, binding, index: int, rows: range, past_name: str, present_name: str) -> None:
         shape = [len(rows), *self.shape[1:]]

@@ -10,6 +10,9 @@ prefill; a prompt longer than `step_tokens` in chunks over several steps, so it 
 decoders), then one run that decodes a token for every row up to the highest one in use. A row in that
 range with nothing to decode is fed padding at the position its next prompt token overwrites.
 
+A prompt that starts with the kept shared prefix (`prefix.py`) gets that prefix's keys and values copied
+into its row (`CacheRows.keep_prefix`/`copy_prefix`) and runs only the rest, as a later chunk would.
+
 A request's prompt thus runs exactly as it does alone. Its decode runs beside other rows: with an fp32
 export the logits are bit-identical to a lone run's; int4/int8 exports (MatMulNBits, int8 activations)
 take another kernel path for several rows, so near-ties flip (SmolLM2 int4, FLORES en->sw: the arg-max
@@ -30,6 +33,7 @@ import numpy as np
 from bayling_local.backends.base import Completion, GenerationConfig
 from bayling_local.backends.decoding import TextAssembler, stop_token_set
 from bayling_local.backends.sampling import Sampler
+from bayling_local.engine.prefix import PrefixPolicy
 from bayling_local.engine.queueing import RequestQueue
 from bayling_local.engine.requests import EngineStats, RequestHandle
 from bayling_local.errors import UsageError
@@ -99,9 +103,18 @@ class OnnxRowsEngine:
     """Serves requests for a loaded `OnnxRuntimeBackend` with `parallel` cache rows of `capacity` tokens
     (default: the backend's context length, so a request has the room it would have alone).
 
-    `stats.steps` counts steps: the prompt runs of a step and its one decode run."""
+    `stats.steps` counts steps: the prompt runs of a step and its one decode run. Prefix reuse needs the
+    cache in host memory (CPU, CoreML); on CUDA every prompt runs whole."""
 
-    def __init__(self, backend, parallel: int, *, capacity: int | None = None, step_tokens: int = STEP_TOKENS):
+    def __init__(
+        self,
+        backend,
+        parallel: int,
+        *,
+        capacity: int | None = None,
+        step_tokens: int = STEP_TOKENS,
+        prefix_reuse: bool = True,
+    ):
         if parallel < 1:
             raise UsageError(f"--parallel must be at least 1 (got {parallel})")
         self.backend = backend
@@ -109,6 +122,7 @@ class OnnxRowsEngine:
         self.capacity = min(capacity or backend.info.context_length, backend.info.context_length)
         self.step_tokens = max(1, step_tokens)
         self._cache = backend.cache_rows(parallel, self.capacity)
+        self._prefix = PrefixPolicy() if prefix_reuse and self._cache.keeps_prefixes else None
         self._free_rows = list(range(parallel))  # a heap: the lowest free row first keeps decode runs short
         self._running: list[RowRequest] = []
         self._queue = RequestQueue(self.stats, self.capacity, backend.info.vocab_size)
@@ -169,6 +183,8 @@ class OnnxRowsEngine:
         self.stats.active = len(self._running)
         if r.budget <= 0:
             self._end(r, "length")
+            return
+        self._reuse_prefix(r)
 
     def _prefill_step(self) -> None:
         """Run prompts of rows that joined, in admission order, up to `step_tokens` tokens. A prompt that
@@ -185,6 +201,7 @@ class OnnxRowsEngine:
             room -= count
             self.stats.prefill_tokens += count
             if not r.prefilling:
+                self._learn_prefix(r)
                 self._sample(r, logits)
 
     def _decode_step(self) -> None:
@@ -223,6 +240,27 @@ class OnnxRowsEngine:
         self.stats.finished += 1
         r.handle.finished_step = self.stats.steps
         r.complete(reason, self.backend.detokenize)
+
+    # --- prefix reuse ------------------------------------------------------------------------------
+
+    def _reuse_prefix(self, r: RowRequest) -> None:
+        if self._prefix is None:
+            return
+        length = self._prefix.reusable(r.prompt)
+        if length:
+            self._cache.copy_prefix(r.row, length)
+            r.prefilled = length
+            self.stats.prefill_tokens_saved += length
+
+    def _learn_prefix(self, r: RowRequest) -> None:
+        """With `r`'s whole prompt in its row: keep the start it shares with the prompt before it, when
+        that is a new prefix. (No race to wait out as in llama.cpp: the copy is done when this returns.)"""
+        if self._prefix is None:
+            return
+        length = self._prefix.learn(r.prompt)
+        if length:
+            self._cache.keep_prefix(r.row, length)
+            self._prefix.keep(r.prompt[:length])
 
     # --- ending everything -------------------------------------------------------------------------
 
