@@ -55,6 +55,20 @@ def cli():
 
 
 @pytest.fixture
+def closing():
+    """`closing(thing)` returns `thing` and closes it when the test ends, last made first (engines)."""
+    made = []
+
+    def close_later(thing):
+        made.append(thing)
+        return thing
+
+    yield close_later
+    for thing in reversed(made):
+        thing.close()
+
+
+@pytest.fixture
 def store_home(tmp_path, monkeypatch) -> Path:
     """A model store of this test's own (CLI subprocesses inherit it); returns `$BAYLING_HOME/models`
     (not created yet). Modules that touch the store use it for every test (`pytestmark`)."""

@@ -37,17 +37,9 @@ SENTENCES = (
 
 
 @pytest.fixture
-def engine_of(smollm2):
-    """Make engines over the bundled model's backend; all are closed after the test."""
-    engines = []
-
-    def make(parallel: int, **options) -> ContinuousEngine:
-        engines.append(ContinuousEngine(smollm2.backend, parallel, **options))
-        return engines[-1]
-
-    yield make
-    for engine in engines:
-        engine.close()
+def engine_of(smollm2, closing):
+    """`engine_of(parallel, **options)`: an engine over the bundled model's backend, closed after the test."""
+    return lambda parallel, **options: closing(ContinuousEngine(smollm2.backend, parallel, **options))
 
 
 def chat_ids(model, question: str) -> list[int]:

@@ -56,17 +56,9 @@ def onnx_model(smollm2_hf_checkpoint, tmp_path_factory):
 
 
 @pytest.fixture
-def engine_of(onnx_model):
-    """Make engines over the exported model's backend; all are closed after the test."""
-    engines = []
-
-    def make(parallel: int, **options) -> OnnxRowsEngine:
-        engines.append(OnnxRowsEngine(onnx_model.backend, parallel, **options))
-        return engines[-1]
-
-    yield make
-    for engine in engines:
-        engine.close()
+def engine_of(onnx_model, closing):
+    """`engine_of(parallel, **options)`: an engine over the exported model's backend, closed after the test."""
+    return lambda parallel, **options: closing(OnnxRowsEngine(onnx_model.backend, parallel, **options))
 
 
 def chat_ids(model, question: str) -> list[int]:
