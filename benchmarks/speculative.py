@@ -12,6 +12,13 @@ Every request is translated alone (one engine slot), greedy. Decode tokens/s is 
 from its first generated piece to its end (prompt processing excluded), summed over the inputs. Each
 side gets an untimed warm-up; then --rounds rounds run every side, the order reversing each round;
 medians are printed. Every side's text is compared with plain decoding's, token for token.
+
+First it prints what a pass costs on this machine (median llama_decode times: the target for one token
+and for a pending token plus a draft of --draft-tokens, each draft for one token) and the ceiling they
+set: the speedup if every drafted token were accepted, (k + 1) * target(1) / (k * draft(1) + target(k + 1)).
+A draft only pays where it decodes a token much faster than the target (an 8B target with a 1B draft);
+the bundled model's quantizations of itself are a small model on a CPU, where a pass costs more in
+per-operation overhead than in weight bytes.
 """
 
 from __future__ import annotations
@@ -141,6 +148,7 @@ def main() -> None:
     print(f"hardware: {detect_hardware().describe()}")
     print(f"llama.cpp settings: {backend.runtime_settings()}")
     print(f"target {paths['f32'].name}; drafts {paths['q8_0'].name}, {paths['q4_0'].name}; greedy, one slot")
+    print_pass_costs(backend.llm, drafts, args.draft_tokens)
     try:
         for label, prompts, max_tokens in (
             (f"{len(prose)} FLORES sentences eng->{args.to}", prose, args.max_tokens),
@@ -163,6 +171,37 @@ def open_llama_draft(backend, path: Path, threads: int | None):
 
     speculation = SpeculationOptions(draft_path=str(path))
     return open_draft(backend.llm, LoadOptions(device="cpu", threads=threads, speculation=speculation), 0)
+
+
+def decode_ms(llm, rows: int, repeats: int = 7) -> float:
+    """Median time of one llama_decode of `rows` tokens after a 100-token prompt, in a fresh context."""
+    from bayling_local.engine.llamacpp import ContextShape, LlamaContext, TokenBatch
+
+    context, batch = LlamaContext(llm, ContextShape(1, 512, 128)), TokenBatch(128)
+    try:
+        batch.fill([(100 + p, p, 0, p == 99) for p in range(100)])
+        context.decode(batch)
+        times = []
+        for _ in range(repeats):
+            context.remove(0, 100)
+            batch.fill([(300 + i, 100 + i, 0, True) for i in range(rows)])
+            start = time.perf_counter()
+            context.decode(batch)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) * 1000
+    finally:
+        batch.close()
+        context.close()
+
+
+def print_pass_costs(target_llm, drafts: dict, draft_tokens: int) -> None:
+    one, verify = decode_ms(target_llm, 1), decode_ms(target_llm, draft_tokens + 1)
+    print(f"pass costs: target {one:.1f} ms for 1 token, {verify:.1f} ms for {draft_tokens + 1}")
+    for name, llm in drafts.items():
+        draft = decode_ms(llm, 1)
+        ceiling = (draft_tokens + 1) * one / (draft_tokens * draft + verify)
+        print(f"  draft {name}: {draft:.1f} ms for 1 token ({draft / one:.2f} of the target's); "
+              f"ceiling at {draft_tokens} drafted, all accepted: {ceiling:.2f}x")
 
 
 def report(label, sides, engines, prompts, config, rounds: int) -> None:

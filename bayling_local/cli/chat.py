@@ -14,12 +14,12 @@ import typer
 from bayling_local.cli.loading import open_model_for_cli
 from bayling_local.cli.options import (
     BackendOption,
-    DraftModelOption,
-    DraftTokensOption,
-    LookupNgramOption,
     ChatFormatOption,
     ContextOption,
     DeviceOption,
+    DraftModelOption,
+    DraftTokensOption,
+    LookupNgramOption,
     MaxTokensOption,
     ModelOption,
     SeedOption,

@@ -10,11 +10,11 @@ import typer
 from bayling_local.cli.loading import open_model_for_cli
 from bayling_local.cli.options import (
     BackendOption,
+    ContextOption,
+    DeviceOption,
     DraftModelOption,
     DraftTokensOption,
     LookupNgramOption,
-    ContextOption,
-    DeviceOption,
     MaxTokensOption,
     ModelOption,
     SeedOption,

@@ -9,12 +9,12 @@ import typer
 
 from bayling_local.cli.options import (
     BackendOption,
-    DraftModelOption,
-    DraftTokensOption,
-    LookupNgramOption,
     ChatFormatOption,
     ContextOption,
     DeviceOption,
+    DraftModelOption,
+    DraftTokensOption,
+    LookupNgramOption,
     ModelOption,
     ThreadsOption,
 )

@@ -88,7 +88,7 @@ class SerialEngine:
             completion = stream.completion
             self._count_end(len(handle.prompt_ids), passes=1 + len(completion.token_ids))
             handle.finish(completion)
-        except Exception as error:  # the request fails; the engine keeps serving the others
+        except Exception as error:  # noqa: BLE001 - the request fails; the engine keeps serving the others
             self._count_end(0)
             handle.fail(error)
 

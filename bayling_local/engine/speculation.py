@@ -47,6 +47,8 @@ class Speculator:
 
     def record(self, s: Sequence, drafted: int, accepted: int, new_tokens: list[int]) -> None:
         self._lengths[s.slot].record(drafted, accepted)
+        if self.draft_model is not None:
+            self.draft_model.record(s.slot, accepted)
         if s.slot in self._lookups:
             self._lookups[s.slot].extend(new_tokens)
 

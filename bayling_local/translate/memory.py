@@ -16,10 +16,12 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-from typing_extensions import Self
+from typing import TYPE_CHECKING
 
 from bayling_local.errors import UsageError
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11+; annotations are not evaluated here
+    from typing import Self
 
 HUMAN, MACHINE, REJECTED = "human", "machine", "rejected"
 RANK = {HUMAN: 0, MACHINE: 1, REJECTED: 2}
