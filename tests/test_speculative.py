@@ -23,6 +23,7 @@ import pytest
 from bayling_local.backends.base import GenerationConfig, LoadOptions, SpeculationOptions
 from bayling_local.engine.continuous import ContinuousEngine
 from bayling_local.engine.draft_length import DraftLength
+from bayling_local.engine.draft_model import UnsureTokens
 from bayling_local.engine.lookup import NgramIndex
 from bayling_local.errors import UsageError
 from bayling_local.languages import resolve
@@ -80,6 +81,23 @@ def test_draft_length_backs_off_on_misses_pauses_and_grows_back():
     fixed = DraftLength(5, fixed=True)
     fixed.record(5, 0)
     assert fixed.next() == 5
+
+
+def test_unsure_draft_tokens_are_trusted_only_while_the_target_keeps_accepting_them():
+    unsure = UnsureTokens()
+    assert not unsure.trusted  # pessimistic at first, as llama.cpp's p_min
+    for _ in range(10):
+        unsure.record(True)
+    assert unsure.trusted  # a strong draft (its own quantization): unsure guesses are mostly right
+    for _ in range(10):
+        unsure.record(False)
+    assert not unsure.trusted  # 10 of 22 kept: below 70%, so drafts stop at unsure tokens again
+    for _ in range(200):
+        unsure.record(False)
+    assert unsure.tried <= unsure.window  # old outcomes fade, so a change of text is noticed
+    for _ in range(80):  # a window's worth of kept unsure tokens wins it back
+        unsure.record(True)
+    assert unsure.trusted
 
 
 # --- the bundled model's family: f32 target, Q8_0/Q4_0 drafts --------------------------------------
