@@ -25,6 +25,7 @@ def to_onnx_entry(
     force: bool = False,
     block_size: int = 32,
     export_device: str = "cpu",
+    output_bits: int = 4,
 ) -> StoredModel:
     """Export a Llama checkpoint (folder or `hf` store name) to ONNX at `precision` as a new store entry
     (default name: `onnx_conversion_name`), written once inside the entry's staging folder."""
@@ -35,7 +36,7 @@ def to_onnx_entry(
     precision = QUANT_ALIASES.get(precision, precision)
     return add_onnx_export(
         name or onnx_conversion_name(checkpoint, precision),
-        lambda out: to_onnx(folder, out, precision, block_size, export_device, chat_format),
+        lambda out: to_onnx(folder, out, precision, block_size, export_device, chat_format, output_bits),
         source=str(folder.resolve()),
         chat_format=chat_format,
         force=force,

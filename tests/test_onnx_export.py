@@ -183,17 +183,42 @@ def test_quantized_graphs_use_weight_only_blocks_and_record_them(smollm2_onnx):
     ops = {q: {n.op_type for n in graph.node} for q, graph in graphs.items()}
     bits = {q: {onnx.helper.get_attribute_value(a) for n in graph.node if n.op_type == "MatMulNBits"
                 for a in n.attribute if a.name == "bits"} for q, graph in graphs.items()}
-    assert bits == {"int8": {8}, "int4": {4, 8}}  # int4 keeps the output layer at 8 bits
+    assert bits == {"int8": {8}, "int4": {4}}  # int4's output layer is 4-bit too by default (--output-bits)
     assert not {"MatMulInteger", "DynamicQuantizeMatMul", "MatMul"} & ops["int8"]  # no u8 x s8 dynamic path
     for quant in ("int8", "int4"):  # fused attention and norms, the embedding table in 8-bit blocks
         assert {"GroupQueryAttention", "SkipSimplifiedLayerNormalization", "GatherBlockQuantized"} <= ops[quant]
+        # symmetric blocks, as ONNX Runtime's MatMulNBits defines them without zero points (input 3 absent)
+        assert all(len(n.input) == 3 for n in graphs[quant].node if n.op_type == "MatMulNBits")
         config = json.loads((smollm2_onnx[quant] / "bayling_onnx.json").read_text())
         assert config["precision"] == quant and config["block_size"] == 32 and config["chat_template"]
         assert config["accuracy_level"] == 4 == config["quantization"]["accuracy_level"]
-        assert config["quantization"]["bits"] == {"layers": int(quant[3:]), "lm_head": 8, "embedding": 8}
-        assert config["quantization"]["embedding_shares_output_layer"]  # SmolLM2 ties them: one table on disk
+        assert config["quantization"]["bits"] == {"layers": int(quant[3:]), "lm_head": int(quant[3:]), "embedding": 8}
+    # SmolLM2 ties the tables: int8 reads the embedding from the output layer's blocks (one table on disk);
+    # int4's 4-bit output layer is not the 8-bit embedding, so the embedding has its own table
+    assert json.loads((smollm2_onnx["int8"] / "bayling_onnx.json").read_text())["quantization"]["embedding_shares_output_layer"]
+    assert not json.loads((smollm2_onnx["int4"] / "bayling_onnx.json").read_text())["quantization"]["embedding_shares_output_layer"]
     fp32 = json.loads((smollm2_onnx["fp32"] / "bayling_onnx.json").read_text())
     assert fp32["accuracy_level"] is None and fp32["quantization"] is None
+
+
+def test_int4_with_an_8_bit_output_layer_shares_the_tied_table_and_is_closer_to_fp32(
+    smollm2_onnx, smollm2_hf_checkpoint, reference, tmp_path
+):
+    export = to_onnx(smollm2_hf_checkpoint, tmp_path / "int4-out8", "int4", output_bits=8)
+    quantization = json.loads((export / "bayling_onnx.json").read_text())["quantization"]
+    assert quantization["bits"] == {"layers": 4, "lm_head": 8, "embedding": 8}
+    assert quantization["embedding_shares_output_layer"]
+    closer = OnnxRuntimeBackend.load(export, LoadOptions(device="cpu", threads=2))
+    default = OnnxRuntimeBackend.load(smollm2_onnx["int4"], LoadOptions(device="cpu", threads=2))
+    kl_8, kl_4 = (_means(_per_language(b.logits, reference))[1] for b in (closer, default))
+    assert kl_8 < kl_4, (kl_8, kl_4)
+
+
+@pytest.mark.parametrize("quant", ["int8", "fp32"])
+def test_output_bits_is_refused_for_other_precisions_in_one_line(smollm2_hf_checkpoint, tmp_path, quant):
+    with pytest.raises(UsageError, match="--output-bits applies to --quant int4 only"):
+        to_onnx(smollm2_hf_checkpoint, tmp_path / quant, quant, output_bits=8)
+    assert not (tmp_path / quant).exists()
 
 
 def test_runtime_settings_name_provider_threads_and_kernel_precision(smollm2_onnx):

@@ -12,6 +12,7 @@ import json
 import threading
 import warnings
 from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -228,7 +229,7 @@ class OnnxRuntimeBackend:
             if index:  # feed the tokens just picked; each row appends at its own length
                 input_ids = np.array([[t if t is not None else self._pad_id] for t in step], dtype=np.int64)
                 lengths += 1
-                logits = self._run(step_binding, input_ids, _right_padded_mask(lengths), keep=1)[:, -1]
+                logits = self._run(step_binding, input_ids, _right_padded_mask(lengths))[:, -1]
             step = []
             for i, sampler in enumerate(samplers):
                 if done[i] or (finished is not None and finished[i] is not None):
@@ -260,27 +261,37 @@ class OnnxRuntimeBackend:
         """Run one prompt into row `row` of the cache; its last position's logits."""
         binding = self._binding(cache, rows=range(row, row + 1))
         prompt = np.array([ids], dtype=np.int64)
-        return self._run(binding, prompt, np.ones_like(prompt), keep=1)[0, -1]
+        return self._run(binding, prompt, np.ones_like(prompt))[0, -1]
 
-    def _binding(self, cache: _KVCache, rows: range):
+    def _binding(self, cache: _KVCache, rows: range, last_logits: bool = True) -> _Binding:
         """(The caller keeps `cache` alive while the binding is used: it holds raw pointers.)
 
         An I/O binding whose past and present of each layer are the same cache rows, so
         GroupQueryAttention appends in place: nothing is copied between steps (on CUDA nothing leaves
-        the GPU but the logits)."""
+        the GPU but the logits). With `last_logits` (each row's last position only), the logits land in
+        one host buffer the binding owns, which saves ONNX Runtime an allocation and us a copy per step
+        (70 us of a 7 ms SmolLM2 step)."""
         binding = self._session.io_binding()
-        binding.bind_output("logits", "cpu")  # first: get_outputs() lists outputs in binding order
+        logits = None
+        if last_logits:
+            logits = np.empty((len(rows), 1, self.info.vocab_size), dtype=np.float32)
+            binding.bind_output("logits", "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
+        else:
+            binding.bind_output("logits", "cpu")
         past, present = self._past_names()
         for index, (past_name, present_name) in enumerate(zip(past, present)):
             cache.bind(binding, index, rows, past_name, present_name)
-        return binding
+        return _Binding(binding, logits)
 
-    def _run(self, binding, input_ids: np.ndarray, mask: np.ndarray, keep: int) -> np.ndarray:
+    def _run(self, bound: _Binding, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Logits of one run: [rows, 1, vocab] in the binding's own buffer (valid until its next run), or
+        [rows, sequence, vocab] for a binding made without `last_logits`."""
+        binding = bound.binding
         binding.bind_cpu_input("input_ids", input_ids)
         binding.bind_cpu_input("attention_mask", mask)
-        binding.bind_cpu_input("num_logits_to_keep", np.array([keep], dtype=np.int64))
+        binding.bind_cpu_input("num_logits_to_keep", _LAST_ONLY if bound.logits is not None else _EVERY_POSITION)
         self._session.run_with_iobinding(binding)
-        return binding.get_outputs()[0].numpy()
+        return bound.logits if bound.logits is not None else binding.get_outputs()[0].numpy()
 
     def _past_names(self) -> tuple[list[str], list[str]]:
         past, present = [], []
@@ -321,7 +332,7 @@ class OnnxRuntimeBackend:
         """Logits [len(token_ids), vocab] for one sequence in one forward (scoring, parity checks)."""
         ids = np.array([list(token_ids)], dtype=np.int64)
         cache = self._new_cache(1, ids.shape[1])  # held here: the binding points into its buffers
-        return self._run(self._binding(cache, rows=range(1)), ids, np.ones_like(ids), keep=0)[0]
+        return self._run(self._binding(cache, rows=range(1), last_logits=False), ids, np.ones_like(ids))[0]
 
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
         return prompt_token_ids(self, prompt)
@@ -370,7 +381,7 @@ class CacheRows:
         binding = self._backend._binding(self._cache, rows=range(row, row + 1))
         prompt = np.array([list(ids)], dtype=np.int64)
         mask = np.ones((1, start + prompt.shape[1]), dtype=np.int64)
-        return self._backend._run(binding, prompt, mask, keep=1)[0, -1]
+        return self._backend._run(binding, prompt, mask)[0, -1]
 
     def decode(self, tokens: Sequence[int | None], lengths: Sequence[int]) -> np.ndarray:
         """One token into each of rows 0..len(tokens)-1 (None: an idle row, fed padding); `lengths[b]` is
@@ -381,7 +392,20 @@ class CacheRows:
         pad = self._backend._pad_id
         input_ids = np.array([[pad if t is None else t] for t in tokens], dtype=np.int64)
         mask = _right_padded_mask(np.asarray(lengths, dtype=np.int64))
-        return self._backend._run(self._decode_bindings[count], input_ids, mask, keep=1)[:, -1]
+        return self._backend._run(self._decode_bindings[count], input_ids, mask)[:, -1]
+
+
+_LAST_ONLY = np.array([1], dtype=np.int64)
+_EVERY_POSITION = np.array([0], dtype=np.int64)
+"""`num_logits_to_keep` values."""
+
+
+@dataclass(frozen=True)
+class _Binding:
+    """An I/O binding and, when it keeps only each row's last logits, the host buffer they are written to."""
+
+    binding: Any
+    logits: np.ndarray | None
 
 
 def _right_padded_mask(lengths: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from bayling_local.units import human_size
 
 FORMAT_ONLY_OPTIONS = {
     "gguf": ("allow_pickle", "imatrix", "calibration", "verify", "texts"),
-    "onnx": ("block_size", "export_device"),
+    "onnx": ("block_size", "export_device", "output_bits"),
 }
 """Options that only one --to format reads: given with the other, they are refused rather than dropped."""
 
@@ -49,6 +49,10 @@ def convert(
     as_json: Annotated[bool, typer.Option("--json", help="With --list-quants: print JSON.")] = False,
     block_size: Annotated[int, typer.Option("--block-size", help="With --to onnx --quant int4: 32, 64 or 128.")] = 32,
     export_device: Annotated[str, typer.Option("--export-device", help="With --to onnx: cpu or cuda.")] = "cpu",
+    output_bits: Annotated[
+        int, typer.Option("--output-bits", help="With --to onnx --quant int4: the output layer's bits, 4 (faster) "
+                          "or 8 (closer logits).")
+    ] = 4,
 ) -> None:
     """Convert CHECKPOINT to a GGUF or ONNX; the result is imported into the model store unless --out is given."""
     from bayling_local.errors import UsageError
@@ -62,7 +66,7 @@ def convert(
         raise UsageError(f"unknown output format '{to}'; convert writes: {', '.join(FORMAT_ONLY_OPTIONS)}")
     _refuse_options_of_other_formats(ctx, to)
     if to == "onnx":
-        _to_onnx(checkpoint, quant, out, name, chat_format, force, block_size, export_device)
+        _to_onnx(checkpoint, quant, out, name, chat_format, force, block_size, export_device, output_bits)
         return
     from bayling_local.convert import to_gguf
 
@@ -102,13 +106,13 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 
 def _to_onnx(checkpoint: str, quant: str, out: str | None, name: str | None, chat_format: str | None,
-             force: bool, block_size: int, export_device: str) -> None:
+             force: bool, block_size: int, export_device: str, output_bits: int = 4) -> None:
     """ONNX goes into the store (default name `<checkpoint>-onnx-<precision>`), or to the folder --out."""
     if out is None:
         from bayling_local.convert.onnx_store import to_onnx_entry
 
         model = to_onnx_entry(checkpoint, quant, name=name, chat_format=chat_format, force=force,
-                              block_size=block_size, export_device=export_device)
+                              block_size=block_size, export_device=export_device, output_bits=output_bits)
         what = f"ONNX {model.manifest.quant}, {human_size(model.manifest.size)}, chat format {model.manifest.chat_format}"
         print(f"imported '{model.name}' ({what}) into {model.path.parent.parent}")
         return
@@ -121,7 +125,8 @@ def _to_onnx(checkpoint: str, quant: str, out: str | None, name: str | None, cha
     target = Path(out).expanduser()
     if target.exists() and not force:
         raise UsageError(f"{target} exists; pass --force to replace it")
-    written = to_onnx(resolve_checkpoint(checkpoint), target, quant, block_size, export_device, chat_format)
+    written = to_onnx(resolve_checkpoint(checkpoint), target, quant, block_size, export_device, chat_format,
+                      output_bits)
     print(f"wrote {written} (ONNX); run it with `bayling-local chat --model {written}`")
 
 
