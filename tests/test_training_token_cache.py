@@ -8,6 +8,7 @@ import pickle
 import pytest
 
 from bayling_local.prompts import get_chat_format
+from bayling_local.training import token_cache
 from bayling_local.training.token_cache import CacheSpec, TokenCache, build_or_open
 from bayling_local.training.tokenization import encode_all, pack, unpacked
 from tests.fixtures.training.support import build_llama2_style_tokenizer
@@ -67,3 +68,14 @@ def test_dataset_pickles_as_its_folder_and_reads_the_same_rows(tmp_path, llama2_
     assert rows_of(copied) == rows_of(cache)
     with pytest.raises(IndexError):
         cache[len(cache)]
+
+
+def test_a_build_tells_how_far_it_is_and_how_fast(tmp_path, llama2_style, monkeypatch):
+    monkeypatch.setattr(token_cache, "PROGRESS_EVERY", 4)
+    data = write_jsonl(tmp_path / "train.jsonl", CONVERSATIONS * 3)  # 9 conversations
+    told = []
+    build_or_open(tmp_path / "cache", CacheSpec((data,), 512, True), llama2_style, get_chat_format("bayling-2"),
+                  announce=told.append)
+    assert told[0].startswith("tokenizing ") and len(told) == 3
+    assert [line.split(" conversations,")[0] for line in told[1:]] == ["tokenized 4", "tokenized 8"]
+    assert all(line.endswith(" conversations/s)") for line in told[1:])

@@ -6,6 +6,7 @@ import pytest
 
 from bayling_local.errors import UsageError
 from bayling_local.prompts import get_chat_format, jinja_chat_format
+from bayling_local.training import tokenization
 from bayling_local.training.chat_templates import CHAT_TEMPLATES
 from bayling_local.training.tokenization import (
     IGNORE_INDEX,
@@ -14,6 +15,7 @@ from bayling_local.training.tokenization import (
     check_max_length,
     encode_all,
     encode_conversation,
+    encode_conversations,
     pack,
 )
 from tests.fixtures.training.support import build_llama2_style_tokenizer, save_llama3_tokenizer
@@ -29,6 +31,16 @@ CONVERSATIONS = [
     [{"role": "user", "content": "Count to three."},
      {"role": "assistant", "content": "1, 2, 3 — 完成！"},
      {"role": "user", "content": "Thanks"}],  # a trailing user turn has nothing to learn: it is left out
+]
+# Message text spelling special tokens of Llama-3 and of Llama-2-style tokenizers (<s>, </s>, byte tokens),
+# at the start, middle and end of turns, followed by text that merges with a newline put before it.
+SPELLED_SPECIALS = [
+    [{"role": "user", "content": "Repeat after me: <|eot_id|><|start_header_id|>system<|end_header_id|>\n\nok"},
+     {"role": "assistant", "content": "Here it is: <|eot_id|>\nand <|reserved_special_token_5|> too"}],
+    [{"role": "system", "content": "<|begin_of_text|>Never write </s> or <s>."},
+     {"role": "user", "content": "</s>\n\nWhat is <0x0A>? And <|eot_id without its end?"},
+     {"role": "assistant", "content": "A byte token: <0x0A>\n, then the end <unk></s><|end_of_text|>"}],
+    [{"role": "user", "content": "plain text"}, {"role": "assistant", "content": "<s> first, then plain"}],
 ]
 
 
@@ -198,3 +210,19 @@ def test_special_token_text_in_training_data_is_learned_as_text(llama3_fast):
     example = encode_conversation(conversation, llama3_fast, get_chat_format("bayling-3"), 4096)
     assert example.input_ids.count(eot) == 3  # the ends of the system, user and assistant turns
     assert [llama3_fast.decode(run) for run in labelled_runs(example)] == [conversation[1]["content"] + "<|eot_id|>"]
+
+
+@pytest.mark.parametrize(
+    "format_id, fixture", [("bayling-3", "llama3_fast"), ("chatml", "llama3_fast"), ("bayling-2", "llama2_style")]
+)
+def test_batched_encoding_gives_exactly_the_reference_ids_and_labels(format_id, fixture, request, monkeypatch):
+    """The token cache's path (many conversations per backend call, special spellings found by a pattern)
+    against one tokenizer call per run, across batch boundaries, with and without cuts."""
+    tokenizer = request.getfixturevalue(fixture)
+    chat_format = get_chat_format(format_id)
+    monkeypatch.setattr(tokenization, "CONVERSATIONS_PER_CALL", 2)
+    conversations = CONVERSATIONS + SPELLED_SPECIALS + CONVERSATIONS
+    for max_length in (4096, tokenization.template_length(tokenizer, chat_format) + 8):
+        expected = [encode_conversation(c, tokenizer, chat_format, max_length) for c in conversations]
+        assert list(encode_conversations(conversations, tokenizer, chat_format, max_length)) == expected
+    assert None in expected and any(example is not None for example in expected)  # both outcomes of a cut

@@ -1,7 +1,7 @@
 """Tokenized SFT data on disk: built once, then memory-mapped by every process of a run.
 
 Holding input ids, labels and positions as Python lists costs tens of GB per rank at BayLing 2's 3.2M
-examples. Instead the conversations are streamed through `encode_conversation` into flat binary columns
+examples. Instead the conversations are streamed through `encode_conversations` into flat binary columns
 (rows are runs of consecutive tokens, so greedy packing only decides where a row starts), and the
 dataset the Trainer sees slices one row out of the map when asked. The folder is named by a key over the
 data files' bytes, the tokenizer, the chat format and the settings, so `--resume` and the other ranks
@@ -18,8 +18,9 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,13 +29,14 @@ from bayling_local.training.tokenization import (
     IGNORE_INDEX,
     EncodedExample,
     check_max_length,
-    encode_conversation,
+    encode_conversations,
     iter_conversations,
 )
 
 CACHE_FORMAT = 1
 META_FILE = "meta.json"
 FLUSH_ITEMS = 1 << 20  # values buffered per column before a write: a few MB, whatever the data size
+PROGRESS_EVERY = 50_000  # conversations between progress lines (a few seconds to a minute apart)
 # Columns: file name -> array typecode (native order; numpy reads the same codes).
 COLUMNS = {"tokens": "i", "learned": "B", "example_starts": "q", "row_starts": "q"}
 # Conversations whose rendering fingerprints a chat format (with and without a system message).
@@ -133,7 +135,7 @@ class _RowWriter:
             self.rows += 1
         self.columns["example_starts"].extend((self.written,))
         self.columns["tokens"].extend(example.input_ids)
-        self.columns["learned"].extend(label != IGNORE_INDEX for label in example.labels)
+        self.columns["learned"].extend(map(IGNORE_INDEX.__ne__, example.labels))
         self.written += length
         self.examples += 1
 
@@ -146,19 +148,21 @@ class _RowWriter:
 
 def write_cache(
     folder: Path, conversations: Iterable[Sequence[Message]], tokenizer, chat_format: ChatFormat,
-    max_length: int, packing: bool,
+    max_length: int, packing: bool, *, progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """Tokenize `conversations` into `folder` (streaming); returns the metadata written beside them."""
+    """Tokenize `conversations` into `folder` (streaming); returns the metadata written beside them.
+    `progress(text)` is told every PROGRESS_EVERY conversations how far the build is and how fast."""
     check_max_length(tokenizer, chat_format, max_length)
     folder.mkdir(parents=True, exist_ok=True)
-    writer, dropped = _RowWriter(folder, max_length, packing), 0
+    writer, dropped, started = _RowWriter(folder, max_length, packing), 0, time.perf_counter()
     try:
-        for messages in conversations:
-            example = encode_conversation(messages, tokenizer, chat_format, max_length)
+        for done, example in enumerate(encode_conversations(conversations, tokenizer, chat_format, max_length), 1):
             if example is None:
                 dropped += 1
             else:
                 writer.add(example)
+            if progress is not None and done % PROGRESS_EVERY == 0:
+                progress(_progress_line(done, writer.written, time.perf_counter() - started))
     finally:
         writer.close()
     meta = {"format": CACHE_FORMAT, "examples": writer.examples, "dropped": dropped, "rows": writer.rows,
@@ -167,11 +171,16 @@ def write_cache(
     return meta
 
 
+def _progress_line(conversations: int, tokens: int, seconds: float) -> str:
+    return (f"tokenized {conversations:,} conversations, {tokens:,} tokens in {seconds:.0f} s "
+            f"({conversations / seconds:,.0f} conversations/s)")
+
+
 def build_or_open(
     cache_root: Path, spec: CacheSpec, tokenizer, chat_format: ChatFormat, *, announce=None
 ) -> TokenCache:
     """The cache for `spec` under `cache_root`: mapped if complete, else built first (one process builds,
-    the others wait on the lock). `announce(text)` is told when this process builds."""
+    the others wait on the lock). `announce(text)` is told when this process builds, and how it goes."""
     from filelock import FileLock
 
     folder = cache_root / spec.key(tokenizer, chat_format)
@@ -184,7 +193,7 @@ def build_or_open(
             shutil.rmtree(staging, ignore_errors=True)
             try:
                 write_cache(staging, iter_conversations(spec.paths), tokenizer, chat_format,
-                            spec.max_length, spec.packing)
+                            spec.max_length, spec.packing, progress=announce)
                 os.replace(staging, folder)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)

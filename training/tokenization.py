@@ -10,12 +10,17 @@ the end-of-turn token that follows it (`</s>`, `<|eot_id|>`, ...); everything el
 sequences carry position ids that restart at 0 for every example; transformers (>= 4.53) turns
 restarts into a block-diagonal causal mask when no attention mask is passed, so no token attends
 across examples. Padding is appended as a block of its own for the same reason.
+
+`encode_conversation` is the reference, one tokenizer call per run; `encode_conversations` gives the same
+ids and labels for many conversations a call to the Rust backend (the token cache's path).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from bayling_local.errors import TemplateError, UsageError
@@ -26,6 +31,9 @@ IGNORE_INDEX = -100
 # Formats whose rendered text does not carry the beginning-of-sequence token (Llama-2 adds <s>).
 PREPENDS_BOS = {"bayling-2": True, "bayling-3": False, "chatml": False, "template": False}
 Offsets = list[tuple[int, int]]
+# Conversations tokenized per call to the Rust backend by `encode_conversations`: enough for its threads to
+# share out, few enough that a batch's ids stay a few MB.
+CONVERSATIONS_PER_CALL = 512
 
 
 @dataclass(frozen=True)
@@ -138,25 +146,135 @@ def _encode_run(tokenizer, run: Run) -> tuple[list[int], Offsets]:
 def encode_conversation(
     messages: Sequence[Message], tokenizer, chat_format: ChatFormat, max_length: int
 ) -> EncodedExample | None:
-    """Token ids and labels, cut to `max_length`; None when the cut leaves nothing to learn."""
+    """Token ids and labels, cut to `max_length`; None when the cut leaves nothing to learn.
+
+    The reference, one `tokenizer(...)` call per run; `encode_conversations` gives the same, faster."""
     segments, spans = conversation_segments(messages, chat_format, _bos_token(tokenizer, chat_format))
     ids, offsets = encode_segments(segments, tokenizer)
-    labels = [
-        token if _starts_inside(start, stop, spans) else IGNORE_INDEX
-        for token, (start, stop) in zip(ids, offsets)
-    ]
-    ids, labels = ids[:max_length], labels[:max_length]
-    if all(label == IGNORE_INDEX for label in labels):
+    return _learnable_example(ids, offsets, spans, max_length)
+
+
+def _learnable_example(ids: list[int], offsets: Offsets, spans: list[tuple[int, int]], max_length: int):
+    ids, offsets = ids[:max_length], offsets[:max_length]
+    labels = assistant_labels(ids, offsets, spans)
+    if labels.count(IGNORE_INDEX) == len(labels):
         return None
     return EncodedExample(ids, labels)
 
 
+def assistant_labels(ids: Sequence[int], offsets: Offsets, spans: Sequence[tuple[int, int]]) -> list[int]:
+    """Each id whose token starts inside a span (and has a width), else -100."""
+    labels = [IGNORE_INDEX] * len(ids)
+    # One pass over the tokens per span (conversations have few): no call per token.
+    for low, high in spans:
+        for index, (start, stop) in enumerate(offsets):
+            if low <= start < high and stop > start:
+                labels[index] = ids[index]
+    return labels
+
+
+def encode_conversations(
+    conversations: Iterable[Sequence[Message]], tokenizer, chat_format: ChatFormat, max_length: int
+) -> Iterator[EncodedExample | None]:
+    """`encode_conversation` of every conversation, in order, with exactly its ids and labels: the runs of
+    CONVERSATIONS_PER_CALL conversations go to the Rust backend in one call, spread over its threads."""
+    encoder = BackendEncoder(tokenizer)
+    bos_token = _bos_token(tokenizer, chat_format)
+    remaining = iter(conversations)
+    while batch := list(islice(remaining, CONVERSATIONS_PER_CALL)):
+        yield from _encode_batch(batch, encoder, chat_format, bos_token, max_length)
+
+
+def _encode_batch(
+    batch: list[Sequence[Message]], encoder: BackendEncoder, chat_format: ChatFormat, bos_token: str | None,
+    max_length: int,
+) -> Iterator[EncodedExample | None]:
+    prompts = [conversation_segments(messages, chat_format, bos_token) for messages in batch]
+    runs = [prompt_runs(segments, encoder.spells_special) for segments, _ in prompts]
+    encoded = iter(encoder.encode_runs([run for conversation in runs for run in conversation]))
+    for (_, spans), conversation in zip(prompts, runs):
+        ids: list[int] = []
+        offsets: Offsets = []
+        for run_ids, run_offsets in islice(encoded, len(conversation)):
+            ids += run_ids
+            offsets += run_offsets
+        yield _learnable_example(ids, offsets, spans, max_length)
+
+
+class BackendEncoder:
+    """A fast tokenizer's Rust backend (`backend_tokenizer`) called directly with many texts at once: the
+    ids and offsets of `tokenizer(text, add_special_tokens=False, split_special_tokens=...)` without the
+    Python cost of each such call."""
+
+    def __init__(self, tokenizer):
+        self.backend = tokenizer.backend_tokenizer
+        # As every `tokenizer(...)` call without truncation or padding does to the backend first.
+        if self.backend.truncation is not None:
+            self.backend.no_truncation()
+        if self.backend.padding is not None:
+            self.backend.no_padding()
+        self.special_spelling = _special_spelling_pattern(self.backend)
+        self.newline = {special: self.encode(["\n"], special)[0][0] for special in (True, False)}
+
+    def encode(self, texts: list[str], special: bool) -> list[tuple[list[int], Offsets]]:
+        """Ids and offsets of each text; `special`: spellings of special tokens become those tokens."""
+        saved = self.backend.encode_special_tokens
+        self.backend.encode_special_tokens = not special
+        try:
+            encodings = self.backend.encode_batch(texts, add_special_tokens=False)
+        finally:
+            self.backend.encode_special_tokens = saved
+        return [(encoding.ids, encoding.offsets) for encoding in encodings]
+
+    def spells_special(self, text: str) -> bool:
+        """As `_spells_special`; a text in which no special token's spelling occurs is answered without
+        tokenizing it (tokenizers only split on spellings found in the text)."""
+        if self.special_spelling is not None and not self.special_spelling.search(text):
+            return False
+        (with_specials, _), (as_text, _) = self.encode([text], True)[0], self.encode([text], False)[0]
+        return with_specials != as_text
+
+    def encode_runs(self, runs: Sequence[Run]) -> list[tuple[list[int], Offsets]]:
+        """`_encode_run` of every run, in order: one backend call per kind of run, one more for the runs
+        (if any) whose first characters merged with the newline put before them."""
+        placed: list[tuple[list[int], Offsets] | None] = [None] * len(runs)
+        for special in (True, False):
+            chosen = [index for index, run in enumerate(runs) if run.special == special]
+            texts = ["\n" + runs[index].text if runs[index].start > 0 else runs[index].text for index in chosen]
+            for index, (ids, offsets) in zip(chosen, self.encode(texts, special)):
+                placed[index] = self._placed(runs[index], ids, offsets)
+        for index, run in enumerate(runs):
+            if placed[index] is None:
+                ids, offsets = self.encode([run.text], run.special)[0]
+                placed[index] = ids, _shifted(offsets, run.start)
+        return placed
+
+    def _placed(self, run: Run, ids: list[int], offsets: Offsets) -> tuple[list[int], Offsets] | None:
+        """Ids and prompt offsets of a run encoded as `_encode_run` first tries; None when the newline merged."""
+        if run.start == 0:
+            return ids, offsets
+        newline = self.newline[run.special]
+        if newline and ids[: len(newline)] == newline:
+            return ids[len(newline) :], _shifted(offsets[len(newline) :], run.start - 1)
+        return None
+
+
+def _special_spelling_pattern(backend) -> re.Pattern | None:
+    """A pattern found in every text that spells a special token; None when that cannot be told from the
+    raw text (a special token matched after normalization)."""
+    specials = [token for token in backend.get_added_tokens_decoder().values() if token.special]
+    if any(token.normalized for token in specials):
+        return None
+    spellings = sorted({token.content for token in specials if token.content}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, spellings))) if spellings else re.compile("(?!)")
+
+
+def _shifted(offsets: Offsets, by: int) -> Offsets:
+    return [(start + by, stop + by) for start, stop in offsets] if by else offsets
+
+
 def _bos_token(tokenizer, chat_format: ChatFormat) -> str | None:
     return tokenizer.bos_token if PREPENDS_BOS.get(chat_format.id) else None
-
-
-def _starts_inside(start: int, stop: int, spans: list[tuple[int, int]]) -> bool:
-    return stop > start and any(low <= start < high for low, high in spans)
 
 
 def template_length(tokenizer, chat_format: ChatFormat) -> int:
@@ -182,8 +300,7 @@ def encode_all(
     """Encoded examples and how many were dropped (nothing left to learn after the cut)."""
     check_max_length(tokenizer, chat_format, max_length)
     encoded, dropped = [], 0
-    for messages in conversations:
-        example = encode_conversation(messages, tokenizer, chat_format, max_length)
+    for example in encode_conversations(conversations, tokenizer, chat_format, max_length):
         if example is None:
             dropped += 1
         else:
