@@ -5,10 +5,14 @@ cache rows for an ONNX export (`--model PATH/TO/EXPORT`).
 Usage: python benchmarks/batch_translate.py [--data ../shared/data/flores200_dev_devtest_204langs.tar.xz]
            [--sentences 200] [--parallel 4 8 16] [--to swh_Latn] [--model NAME] [--threads N] [--rounds 3]
 
-Greedy decoding. Every side gets an untimed warm-up first; then --rounds rounds each time every side,
-the order reversing from round to round, so no side always runs on a warmer or cooler machine. The
-engine sides submit every sentence at once and read the results; their engines (and the prompt prefix
-they learnt in the warm-up) are kept across rounds. Prints the hardware line, the backend's build and
+Greedy decoding. Each side runs in its own process, as a user runs `translate` with or without
+--parallel: llama.cpp's OpenMP threads run slower in a process where two threads have decoded (the one
+at a time side and an engine's thread), since libgomp then counts more threads than cores and stops
+spinning between graph runs; measured here (AMD EPYC AVX-512, 2 cores, Q4_0): 16 sentences one at a
+time took 7.4 s in a fresh process and 12.2 s after an engine had run in it. Every side's process gets
+an untimed warm-up first; then --rounds rounds each time every side, the order reversing from round to
+round, so no side always runs on a warmer or cooler machine. The engine sides submit every sentence at
+once and read the results; the prompt prefix their engine learnt in the warm-up is kept. Prints the hardware line, the backend's build and
 settings, the median seconds and sentences/s per side, the ratio to one at a time, prefill tokens saved
 by prefix reuse, and how many translations differ from one at a time (greedy near-ties in llama.cpp's
 multi-token kernels can flip a few).
@@ -17,7 +21,10 @@ multi-token kernels can flip a few).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -39,6 +46,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--model", default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--side", default=None, help=argparse.SUPPRESS)  # a child process: measure this side once
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per side (medians are printed)")
     args = parser.parse_args()
     if args.sentences < 1 or min(args.parallel) < 1 or args.rounds < 1:
@@ -64,40 +72,10 @@ def through_engine(engine):
     return side
 
 
-def make_sides(model, parallels: list[int]):
-    """{name: side}, [engines to close]."""
-    from bayling_local.engine import create_engine
-
-    engines = {p: create_engine(model, p) for p in parallels}
-    sides = {SINGLE: one_at_a_time} | {f"engine x{p}": through_engine(e) for p, e in engines.items()}
-    return sides, engines
-
-
 def timed(side, model, conversations, config):
     start = time.perf_counter()
     completions = side(model, conversations, config)
     return time.perf_counter() - start, completions
-
-
-def run_rounds(sides, model, conversations, config, rounds: int):
-    """{side: [seconds per round]}, {side: completions of its last round}; the order reverses each round."""
-    names = list(sides)
-    seconds = {name: [] for name in names}
-    last = {}
-    for round_index in range(rounds):
-        order = names if round_index % 2 == 0 else names[::-1]
-        for name in order:
-            elapsed, last[name] = timed(sides[name], model, conversations, config)
-            seconds[name].append(elapsed)
-            print(f"  round {round_index + 1}/{rounds} {name:<13}: {elapsed:6.1f} s", flush=True)
-    return seconds, last
-
-
-def warm_up(sides, model, conversations, config, parallels: list[int]) -> None:
-    """One untimed pass of each side over a few sentences (allocations, caches, CPU clocks, the prefix)."""
-    head = conversations[: max(parallels)]
-    for side in sides.values():
-        side(model, head, config)
 
 
 def print_setup(model) -> None:
@@ -131,47 +109,87 @@ def engine_description(backend_name: str) -> str:
     )
 
 
-def main() -> None:
-    args = parse_arguments()
+def side_names(parallels: list[int]) -> list[str]:
+    return [SINGLE] + [f"engine x{p}" for p in parallels]
+
+
+def load(args: argparse.Namespace):
+    """(model, conversations, generation config) as every process sets them up."""
     sentences = flores_sentences(args.data, "eng_Latn", "devtest", limit=args.sentences)
     model = open_model(args.model, options=LoadOptions(threads=args.threads, context_length=2048))
-    target = resolve(args.to)
-    conversations = [translation_messages(s, target) for s in sentences]
-    config = GenerationConfig(max_tokens=args.max_tokens)
-    print_setup(model)
-    print(
-        f"model {model.name}, {len(sentences)} sentences eng_Latn -> {target.code}, max {args.max_tokens} tokens, "
-        f"parallel {args.parallel}, {args.rounds} rounds after a warm-up, order reversing each round"
-    )
-    sides, engines = make_sides(model, args.parallel)
-    warm_up(sides, model, conversations, config, args.parallel)
-    saved_before = {p: e.stats.prefill_tokens_saved for p, e in engines.items()}
-    seconds, last = run_rounds(sides, model, conversations, config, args.rounds)
-    saved = {
-        f"engine x{p}": (e.stats.prefill_tokens_saved - saved_before[p], e.stats.prefill_tokens)
-        for p, e in engines.items()
-    }
-    for engine in engines.values():
+    conversations = [translation_messages(s, resolve(args.to)) for s in sentences]
+    return model, conversations, GenerationConfig(max_tokens=args.max_tokens)
+
+
+def measure_side(args: argparse.Namespace) -> None:
+    """In a child process: warm up the side `args.side`, time it once, print one JSON line of results."""
+    model, conversations, config = load(args)
+    engine = None
+    if args.side == SINGLE:
+        side = one_at_a_time
+    else:
+        from bayling_local.engine import create_engine
+
+        engine = create_engine(model, int(args.side.removeprefix("engine x")))
+        side = through_engine(engine)
+    side(model, conversations[: max(args.parallel)], config)  # warm-up: allocations, caches, the prefix
+    saved_before = engine.stats.prefill_tokens_saved if engine else 0
+    elapsed, completions = timed(side, model, conversations, config)
+    saved = engine.stats.prefill_tokens_saved - saved_before if engine else 0
+    if engine:
         engine.close()
     model.close()
-    report(seconds, last, saved, len(sentences), args.rounds)
+    print(json.dumps({"seconds": elapsed, "texts": [c.text for c in completions],
+                      "tokens": sum(len(c.token_ids) for c in completions), "prefill_saved": saved}))
 
 
-def report(seconds, last, saved, sentences: int, rounds: int) -> None:
-    medians = {name: statistics.median(values) for name, values in seconds.items()}
+def run_side_process(args: argparse.Namespace, name: str) -> dict:
+    command = [sys.executable, __file__, "--side", name, "--data", args.data, "--sentences", str(args.sentences),
+               "--parallel", *map(str, args.parallel), "--to", args.to, "--max-tokens", str(args.max_tokens)]
+    command += ["--model", args.model] if args.model else []
+    command += ["--threads", str(args.threads)] if args.threads else []
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+        sys.exit(f"error: the {name} side failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    args = parse_arguments()
+    if args.side:
+        measure_side(args)
+        return
+    model, conversations, _ = load(args)
+    print_setup(model)
+    print(
+        f"model {model.name}, {len(conversations)} sentences eng_Latn -> {resolve(args.to).code}, max "
+        f"{args.max_tokens} tokens, parallel {args.parallel}, {args.rounds} rounds, each side in its own "
+        "process after a warm-up there, order reversing each round"
+    )
+    model.close()
+    names = side_names(args.parallel)
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for round_index in range(args.rounds):
+        for name in names if round_index % 2 == 0 else names[::-1]:
+            runs[name].append(run_side_process(args, name))
+            print(f"  round {round_index + 1}/{args.rounds} {name:<13}: {runs[name][-1]['seconds']:6.1f} s", flush=True)
+    report(runs, len(conversations))
+
+
+def report(runs: dict[str, list[dict]], sentences: int) -> None:
+    medians = {name: statistics.median(r["seconds"] for r in side) for name, side in runs.items()}
     for name, median in medians.items():
-        tokens = sum(len(c.token_ids) for c in last[name])
-        spread = f"{min(seconds[name]):.1f}-{max(seconds[name]):.1f} s"
+        last = runs[name][-1]
+        seconds = [r["seconds"] for r in runs[name]]
         line = (
-            f"{name:<13}: {sentences / median:7.2f} sentences/s (median {median:6.1f} s, range {spread}, "
-            f"{tokens / median:.0f} generated tokens/s)"
+            f"{name:<13}: {sentences / median:7.2f} sentences/s (median {median:6.1f} s, range "
+            f"{min(seconds):.1f}-{max(seconds):.1f} s, {last['tokens'] / median:.0f} generated tokens/s)"
         )
         if name != SINGLE:
-            differ = sum(a.text != b.text for a, b in zip(last[SINGLE], last[name]))
-            saved_tokens, _ = saved[name]
+            differ = sum(a != b for a, b in zip(runs[SINGLE][-1]["texts"], last["texts"]))
             line += (
                 f"; {medians[SINGLE] / median:.2f}x one at a time; prefill tokens saved by prefix reuse "
-                f"{saved_tokens // rounds} per round; translations that differ from one at a time: {differ}"
+                f"{last['prefill_saved']} per round; translations that differ from one at a time: {differ}"
             )
         print(line)
 
