@@ -14,8 +14,9 @@ Variants, each built once from CHECKPOINT (a Hugging Face Llama folder) and cach
 Each thread count is its own pass: every artifact is loaded at that count. Within a pass, runs alternate (each
 round runs every artifact once, the order rotated by the round) after one warm-up each; a ratio is the median
 over rounds of (variant decode / Q4_0 decode in the same round), so that load from other processes, which
-changes between rounds, cancels. Decode is (tokens - 1) / time after the first token, greedy, through
-end-of-text, on the same 128 prompt token ids (onnx_vs_gguf.py's measuring code). The hardware line and
+changes between rounds, cancels. Each artifact runs in its own worker process (onnx_vs_gguf.py's workers: one
+runtime's state in a process slowed another's decode). Decode is (tokens - 1) / time after the first token,
+greedy, through end-of-text, on the same 128 prompt token ids (onnx_vs_gguf.py's measuring code). The hardware line and
 the load average before and after each pass are printed: on a shared machine, read the ratios, not the tok/s.
 --fidelity adds KL divergence / top-1 agreement against the fp32 export (convert/verify.py's sentences).
 """
@@ -198,23 +199,19 @@ class Pass:
 
 def measure_pass(variants: list[Variant], paths: dict[str, Path], threads: int, tokens: int, repeats: int) -> Pass:
     measured = Pass(threads, load_average())
-    backends = {}
-    try:
-        for variant in variants:
-            artifact = shared.Artifact(variant.label, variant.runtime, "int4" if variant.runtime == "onnx" else "q4_0")
-            backends[variant.label] = shared.load(artifact, paths[variant.label], threads)
-            measured.settings[variant.label] = getattr(backends[variant.label], "runtime_settings", dict)()
-        ids = shared.reference_prompts(backends[SHIPPED_LABEL]).main
-        for backend in backends.values():
-            shared.prefill_and_decode(backend, ids, shared.WARMUP_TOKENS)
-        labels = list(backends)
+    artifacts = [(shared.Artifact(v.label, v.runtime, "int4" if v.runtime == "onnx" else "q4_0"), paths[v.label])
+                 for v in variants]
+    with shared.artifact_workers(artifacts, threads) as workers:  # one process each, as onnx_vs_gguf.py measures
+        for label, worker in workers.items():
+            measured.settings[label] = worker.call("runtime_settings")
+        ids = shared.reference_prompt_ids(workers[SHIPPED_LABEL]).main
+        for worker in workers.values():
+            worker.call("prefill_and_decode", ids, shared.WARMUP_TOKENS)
+        labels = list(workers)
         measured.decode_tps = {label: [] for label in labels}
         for round_index in range(repeats):
             for label in shared.rotated(labels, round_index):
-                measured.decode_tps[label].append(shared.prefill_and_decode(backends[label], ids, tokens)[1])
-    finally:
-        for backend in backends.values():
-            backend.close()
+                measured.decode_tps[label].append(workers[label].call("prefill_and_decode", ids, tokens)[1])
     measured.load_after = load_average()
     return measured
 
@@ -305,6 +302,8 @@ def main() -> None:
         figures = run(args)
     except BaylingError as error:
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted (every worker process ended)")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", "utf-8")
 
