@@ -161,7 +161,7 @@ def test_doctor_shows_the_cpus_instruction_sets_and_llama_cpps_repacking_default
     assert f"CPU instruction sets: {describe_instruction_sets()}\n" in stdout
     assert f"llama.cpp extra buffer types (weight repacking): {llama_cpp_extra_buffers_default()}\n" in stdout
     on_amx = llama_cpp_extra_buffers_default(("AVX512", "AMX_INT8", "REPACK"))
-    assert on_amx.startswith("on (AMX, CPU_REPACK)") and "off for GGUFs with Q4_1 weights" in on_amx
+    assert on_amx.startswith("on (AMX, CPU_REPACK)") and "off for GGUFs with Q4_0/Q4_1/Q8_0/K-quant weights" in on_amx
     assert "Q4_1" not in llama_cpp_extra_buffers_default(("AVX2", "REPACK"))
     assert "no extra buffer types" in llama_cpp_extra_buffers_default(("AVX2",))
 

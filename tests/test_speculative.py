@@ -104,7 +104,8 @@ def test_unsure_draft_tokens_are_trusted_only_while_the_target_keeps_accepting_t
 
 
 NEAR_TIE = 0.05
-"""Plain decoding's margin between its best two logits under which an f32 target may choose otherwise."""
+"""Plain decoding's margin between its best two logits under which an f32 target may choose otherwise,
+unless this CPU's kernels give the model a wider gap between passes of one and many tokens."""
 OPTIONS = LoadOptions(device="cpu", threads=2, context_length=2048)
 
 
@@ -167,6 +168,20 @@ def run_all(engine, prompt_list, config=GREEDY):
     return [handle.result(timeout=600) for handle in handles]
 
 
+def last_logits(model, tokens: list[int], one_at_a_time: bool):
+    """The logits after `tokens`, from one pass over all of them or from passes of one token."""
+    import llama_cpp
+    import numpy as np
+
+    llm = model.backend.llm
+    llm.reset()
+    for start in range(0, len(tokens), 1 if one_at_a_time else len(tokens)):
+        llm.eval(tokens[start : start + (1 if one_at_a_time else len(tokens))])
+    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(model.backend.info.vocab_size,))
+    llm.reset()
+    return logits.copy()
+
+
 def plain_margins(model, ids: list[int], tokens: list[int]) -> list[float]:
     """Plain decoding's margin between its best two logits before each of `tokens` (one token a pass)."""
     import llama_cpp
@@ -184,13 +199,37 @@ def plain_margins(model, ids: list[int], tokens: list[int]) -> list[float]:
     return margins
 
 
+def pass_size_gap(model, sequence: list[int], cuts: int = 4) -> float:
+    """How far this CPU's llama.cpp moves the model's logits between a pass of many tokens and passes of
+    one, over `sequence` (the largest logit difference at a few prefix lengths).
+
+    About 0.02 for the f32 file; for Q8_0 none on the AVX2 machines this passed on, but up to ~1 on an
+    AVX-512/AMX Xeon (llama-cpp-python 0.3.36, extra buffer types off): identical up to some position,
+    then apart. There a drafted run, verified in passes of several tokens, can take the other token
+    wherever plain decoding's margin is within twice this."""
+    import numpy as np
+
+    lengths = sorted({len(sequence) * (index + 1) // cuts for index in range(cuts)} - {0, 1})
+    return max(
+        float(np.abs(last_logits(model, sequence[:n], False) - last_logits(model, sequence[:n], True)).max())
+        for n in lengths
+    )
+
+
 def assert_same_or_near_tie(model, ids, plain, drafted) -> bool:
-    """True when identical; else the first difference must be where plain decoding had a near-tie."""
+    """True when identical; else the first difference must be where plain decoding had a near-tie: a
+    margin within NEAR_TIE, or within what this CPU's kernels themselves move between pass sizes."""
     if drafted.token_ids == plain.token_ids:
         return True
     first = next(i for i, (a, b) in enumerate(zip(drafted.token_ids + [-1], plain.token_ids + [-2])) if a != b)
     margin = plain_margins(model, ids, plain.token_ids[: first + 1])[first]
-    assert margin < NEAR_TIE, f"token {first} differs where plain decoding's margin was {margin:.3f}"
+    if margin < NEAR_TIE:
+        return False
+    gap = pass_size_gap(model, ids + plain.token_ids[:first])
+    assert margin < 2 * gap, (
+        f"token {first} differs where plain decoding's margin was {margin:.3f} "
+        f"(this CPU moves these logits by up to {gap:.3f} between pass sizes)"
+    )
     return False
 
 

@@ -55,8 +55,8 @@ class LoadOptions:
     """Allow model code shipped with a checkpoint; off unless the user asks."""
     extra_buffers: bool | None = None
     """llama.cpp's extra CPU buffer types (weights repacked for its fastest kernels: CPU_REPACK, AMX).
-    None decides: on, as in a stock llama.cpp, except for Q4_1 weights on a build with AMX (its AMX
-    kernels crash on them); True or False forces it. Other backends ignore it."""
+    None decides: on, as in a stock llama.cpp, except for weights of a type llama.cpp has AMX kernels
+    for (Q4_0, Q4_1, Q8_0, K-quants) on a build with AMX (those kernels crash); True or False forces it. Other backends ignore it."""
     speculation: SpeculationOptions | None = None
     """Speculative decoding (llama.cpp backend); None or not `enabled`: plain decoding."""
 

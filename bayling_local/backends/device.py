@@ -46,8 +46,9 @@ def llama_cpp_gpu_backend() -> str | None:
 def llama_cpp_has_amx() -> bool:
     """Whether the llama.cpp build runs Intel AMX kernels.
 
-    Its AMX matmul (an "extra buffer type") segfaults on Q4_1 weights on the Sapphire Rapids machines we
-    test on (llama-cpp-python 0.3.36); the backend loads such files without extra buffer types.
+    Its AMX matmul (an "extra buffer type") segfaults on the quantized types it takes (llama-cpp-python
+    0.3.36: Q4_1 on Sapphire Rapids, all of them on newer Xeons); the backend loads such files without
+    extra buffer types.
     """
     return "AMX_INT8" in llama_cpp_cpu_features()
 
@@ -77,7 +78,7 @@ def llama_cpp_extra_buffers_default(features: tuple[str, ...] | None = None) -> 
         return "this build has no extra buffer types (no weight repacking)"
     default = f"on ({', '.join(kinds)}), as in a stock llama.cpp"
     if "AMX_INT8" in features:
-        default += "; off for GGUFs with Q4_1 weights, which llama.cpp's AMX kernels crash on"
+        default += "; off for GGUFs with Q4_0/Q4_1/Q8_0/K-quant weights, which llama.cpp's AMX kernels crash on"
     return default
 
 

@@ -363,14 +363,16 @@ def check_same_vocabulary(target_llm, draft_llm, draft_name: str) -> None:
 
 # --- loading with llama_model_params that Llama(...) has no argument for -----------------------------
 
-# llama.cpp's AMX matmul segfaults on Q4_1 weights (llama-cpp-python 0.3.36 on Sapphire Rapids). Only
-# those files lose the extra buffer types: a tensor_buft_overrides entry cannot steer Q4_1 tensors off
-# AMX alone, because an override to the CPU buffer type re-selects among the extra types and picks AMX
-# again (llama.cpp src/llama-model-loader.cpp, "when overriding to a CPU buffer, consider the extra
-# buffer types"), and CPU_REPACK, the only other x86 extra type, has no Q4_1 kernels (so pinning a Q4_1
-# tensor to it crashes in its repack). So the whole file loads without them: its few non-Q4_1 weights
-# (a Q8_0 embedding in the bundled model) lose repacking too.
-AMX_CRASHING_TYPES = frozenset({"Q4_1"})
+# llama.cpp's AMX matmul (llama-cpp-python 0.3.36) segfaults: on Q4_1 weights on Sapphire Rapids, and on
+# every type it has AMX kernels for (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_XS) on a 2026 Xeon with
+# AMX; a Q5_0 file crashes too, through its Q8_0 embedding. F16/F32 files do not go to AMX. Those files
+# lose the extra buffer types whole: a tensor_buft_overrides entry cannot steer tensors off AMX alone,
+# because an override to the CPU buffer type re-selects among the extra types and picks AMX again
+# (llama.cpp src/llama-model-loader.cpp, "when overriding to a CPU buffer, consider the extra buffer
+# types"), and CPU_REPACK, the only other x86 extra type, has no kernels for most of these types (so
+# pinning such a tensor to it crashes in its repack). On an AMX build quantized files therefore run
+# without weight repacking, correct but slower than llama.cpp's repacked Q4_0.
+AMX_KERNEL_TYPES = frozenset({"Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS"})
 ALL_LAYERS = 0x7FFFFFFF  # what Llama(n_gpu_layers=-1) stores: "every layer"
 
 
@@ -387,12 +389,12 @@ class ExtraBuffers:
 
 def choose_extra_buffers(tensor_types: Collection[str], *, has_amx: bool, requested: bool | None = None) -> ExtraBuffers:
     """llama.cpp's default (on: repacked weights, its fastest CPU kernels) unless asked otherwise, or
-    unless the build has AMX and the file has tensors of a type its AMX kernels crash on."""
+    unless the build has AMX and the file has tensors of a type its AMX kernels take (they crash)."""
     if requested is not None:
         return ExtraBuffers(requested, "asked for")
-    crashing = sorted(AMX_CRASHING_TYPES.intersection(tensor_types))
+    crashing = sorted(AMX_KERNEL_TYPES.intersection(tensor_types))
     if has_amx and crashing:
-        return ExtraBuffers(False, f"{', '.join(crashing)} weights on an AMX build: its AMX kernels crash on them")
+        return ExtraBuffers(False, f"{', '.join(crashing)} weights on an AMX build: llama.cpp's AMX kernels crash")
     return ExtraBuffers(True, "llama.cpp's default")
 
 
