@@ -137,21 +137,27 @@ def test_cpu_classes_are_matched_by_instruction_sets(instruction_sets, class_key
     assert cpu_class((), "Linux").key == "unknown"
 
 
-@pytest.mark.parametrize(("instruction_sets", "ratio"), [(AVX2_ONLY, "0.83x"), (AVX512_VNNI, "0.93x")])
-def test_without_records_auto_follows_the_measured_table_for_the_detected_class(family, monkeypatch, instruction_sets, ratio):
+@pytest.mark.parametrize(
+    ("instruction_sets", "ratio", "chosen_name"),
+    [(AVX2_ONLY, "0.83x", "tiny-q4_0"), (AVX512_VNNI, "0.93x", "tiny-q4_0"), (SAPPHIRE_RAPIDS, "1.53x", "tiny-int4")],
+)
+def test_without_records_auto_follows_the_measured_table_for_the_detected_class(
+    family, monkeypatch, instruction_sets, ratio, chosen_name
+):
     detected_cpu(monkeypatch, instruction_sets)
 
-    chosen = choose_artifact("tiny-int4", "auto", CPU)
+    chosen = choose_artifact("tiny-int4" if chosen_name == "tiny-q4_0" else "tiny-q4_0", "auto", CPU)
 
-    assert chosen.source.name == "tiny-q4_0" and chosen.backend == "llama.cpp"
+    assert chosen.source.name == chosen_name
+    assert chosen.backend == ("llama.cpp" if chosen_name == "tiny-q4_0" else "onnxruntime")
     assert ratio in chosen.reason and cpu_class().label in chosen.reason
 
 
 def test_the_table_is_data_a_class_measured_faster_on_onnx_loads_onnx(family, monkeypatch):
-    detected_cpu(monkeypatch, SAPPHIRE_RAPIDS)
-    assert "not measured" in choose_artifact("tiny-q4_0", "auto", CPU).reason  # AMX: no row, llama.cpp
+    detected_cpu(monkeypatch, ("AVX2", "AVX-512F"))
+    assert "not measured" in choose_artifact("tiny-q4_0", "auto", CPU).reason  # AVX-512 without VNNI: no row
 
-    monkeypatch.setattr(choice, "MEASURED_RATIOS", (MeasuredRatio("amx", 4, 1.25, "ONNX int4 vs Q4_0", "a test row"),))
+    monkeypatch.setattr(choice, "MEASURED_RATIOS", (MeasuredRatio("avx512", 4, 1.25, "ONNX int4 vs Q4_0", "a test row"),))
     chosen = choose_artifact("tiny-q4_0", "auto", CPU)
 
     assert chosen.source.name == "tiny-int4" and chosen.backend == "onnxruntime" and "1.25x" in chosen.reason
