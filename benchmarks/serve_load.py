@@ -11,12 +11,14 @@ server) and stops its servers by itself. Never run in CI.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -35,10 +37,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class ServerFailed(Exception):
+    """A server that exited or never answered; its last output says why."""
+
+
 def start(command: list[str], port: int, deadline: float) -> subprocess.Popen:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last_lines: collections.deque[bytes] = collections.deque(maxlen=2)
+    reader = threading.Thread(target=last_lines.extend, args=(process.stderr,), daemon=True)  # drains the pipe
+    reader.start()
     url = f"http://127.0.0.1:{port}/v1/models"
     while time.monotonic() < deadline:
+        if process.poll() is not None:  # e.g. llama.cpp's AMX kernels segfault on the bundled Q4_1 file
+            reader.join(5)
+            said = " | ".join(line.decode(errors="replace").strip() for line in last_lines)
+            raise ServerFailed(f"exited with {describe_exit(process.returncode)}; last output: {said}")
         try:
             with urllib.request.urlopen(url, timeout=2) as answer:
                 if answer.status == 200:
@@ -46,7 +59,11 @@ def start(command: list[str], port: int, deadline: float) -> subprocess.Popen:
         except OSError:
             time.sleep(0.25)
     stop(process)
-    raise SystemExit(f"{command[:4]} did not become ready")
+    raise ServerFailed("did not become ready before the deadline")
+
+
+def describe_exit(code: int) -> str:
+    return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -148,9 +165,13 @@ def main() -> None:
         if args.only and not label.startswith({"serve": "bayling", "llama_cpp": "llama"}[args.only]):
             continue
         deadline = time.monotonic() + args.deadline
-        process = start(command, port, deadline)
+        print(f"\n{label}:")
         try:
-            print(f"\n{label}:")
+            process = start(command, port, deadline)
+        except ServerFailed as failure:
+            print(f"  could not run: {failure}")
+            continue
+        try:
             one_request(_client(port), name, "Hi", 4)  # warm-up
             for clients in (int(c) for c in args.clients.split(",")):
                 if time.monotonic() > deadline:
@@ -159,8 +180,21 @@ def main() -> None:
                 r = load_round(f"http://127.0.0.1:{port}/v1", name, clients, args.requests, args.max_tokens)
                 print(f"  {clients:>2} clients: {r['tokens_per_s']:7.1f} tokens/s aggregate ({r['tokens']} tokens "
                       f"in {r['wall']:.1f} s), TTFT p50 {r['p50_ttft'] * 1000:6.0f} ms, p95 {r['p95_ttft'] * 1000:6.0f} ms")
+        except Exception as error:  # noqa: BLE001 - a server that dies mid-run is a result, not a traceback
+            code = process.returncode if _ends_soon(process) else None
+            cause = f"the server exited with {describe_exit(code)}" if code is not None else type(error).__name__
+            print(f"  stopped: {cause} ({str(error).splitlines()[0] if str(error) else 'no message'})")
         finally:
             stop(process)
+
+
+def _ends_soon(process: subprocess.Popen) -> bool:
+    """Whether the server has ended or ends within a few seconds (a crash drops connections just before)."""
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def _client(port: int):
