@@ -168,23 +168,17 @@ def run_all(engine, prompt_list, config=GREEDY):
     return [handle.result(timeout=600) for handle in handles]
 
 
-def last_logits(model, tokens: list[int], one_at_a_time: bool):
-    """The logits after `tokens`, from one pass over all of them or from passes of one token."""
+def current_logits(model):
+    """The last pass's logits for its last token (a copy: llama.cpp reuses the buffer)."""
     import llama_cpp
     import numpy as np
 
-    llm = model.backend.llm
-    llm.reset()
-    for start in range(0, len(tokens), 1 if one_at_a_time else len(tokens)):
-        llm.eval(tokens[start : start + (1 if one_at_a_time else len(tokens))])
-    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(model.backend.info.vocab_size,))
-    llm.reset()
-    return logits.copy()
+    row = llama_cpp.llama_get_logits_ith(model.backend.llm.ctx, -1)
+    return np.ctypeslib.as_array(row, shape=(model.backend.info.vocab_size,)).copy()
 
 
 def plain_margins(model, ids: list[int], tokens: list[int]) -> list[float]:
     """Plain decoding's margin between its best two logits before each of `tokens` (one token a pass)."""
-    import llama_cpp
     import numpy as np
 
     llm = model.backend.llm
@@ -192,8 +186,7 @@ def plain_margins(model, ids: list[int], tokens: list[int]) -> list[float]:
     margins = []
     for index, token in enumerate(tokens):
         llm.eval(ids if index == 0 else [tokens[index - 1]])
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(model.backend.info.vocab_size,))
-        best, runner_up = np.partition(logits, -2)[-2:][::-1]
+        best, runner_up = np.partition(current_logits(model), -2)[-2:][::-1]
         margins.append(float(best - runner_up))
     llm.reset()
     return margins
@@ -209,11 +202,21 @@ def pass_size_gap(model, sequence: list[int], cuts: int = 4) -> float:
     wherever plain decoding's margin is within twice this."""
     import numpy as np
 
+    llm = model.backend.llm
     lengths = sorted({len(sequence) * (index + 1) // cuts for index in range(cuts)} - {0, 1})
-    return max(
-        float(np.abs(last_logits(model, sequence[:n], False) - last_logits(model, sequence[:n], True)).max())
-        for n in lengths
-    )
+    one_at_a_time = {}
+    llm.reset()
+    for position, token in enumerate(sequence[: lengths[-1]], start=1):  # one chain of one-token passes
+        llm.eval([token])
+        if position in lengths:
+            one_at_a_time[position] = current_logits(model)
+    gap = 0.0
+    for length in lengths:
+        llm.reset()
+        llm.eval(sequence[:length])  # one pass over the whole prefix
+        gap = max(gap, float(np.abs(current_logits(model) - one_at_a_time[length]).max()))
+    llm.reset()
+    return gap
 
 
 def assert_same_or_near_tie(model, ids, plain, drafted) -> bool:
