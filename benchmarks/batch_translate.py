@@ -6,10 +6,10 @@ Usage: python benchmarks/batch_translate.py [--data ../shared/data/flores200_dev
            [--sentences 200] [--parallel 4 8 16] [--to swh_Latn] [--model NAME] [--threads N] [--rounds 3]
 
 Greedy decoding. Each side runs in its own process, as a user runs `translate` with or without
---parallel: llama.cpp's OpenMP threads run slower in a process where two threads have decoded (the one
-at a time side and an engine's thread), since libgomp then counts more threads than cores and stops
-spinning between graph runs; measured here (AMD EPYC AVX-512, 2 cores, Q4_0): 16 sentences one at a
-time took 7.4 s in a fresh process and 12.2 s after an engine had run in it. Every side's process gets
+--parallel. (Before the engine's thread ended when idle, llama.cpp's OpenMP threads ran slower in a
+process where an engine had run: libgomp counted more threads than cores and stopped spinning between
+graph runs; AMD EPYC AVX-512, 2 cores, Q4_0: 16 sentences one at a time took 7.4 s in a fresh process and
+12.2 s after an engine had run in it. See `bayling_local/engine/queueing.py`.) Every side's process gets
 an untimed warm-up first; then --rounds rounds each time every side, the order reversing from round to
 round, so no side always runs on a warmer or cooler machine. The engine sides submit every sentence at
 once and read the results; the prompt prefix their engine learnt in the warm-up is kept. Prints the hardware line, the backend's build and

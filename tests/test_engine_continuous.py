@@ -7,7 +7,10 @@ never through time.
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,7 @@ from bayling_local.engine.continuous import ContinuousEngine
 from bayling_local.errors import ContextOverflowError, InputTextError
 from bayling_local.languages import resolve
 from bayling_local.translate import translation_messages
+from tests.processes import wait_until
 
 QUESTIONS = (
     "Name a fruit.",
@@ -173,3 +177,29 @@ def test_bad_prompts_are_one_line_errors_and_a_closed_engine_cancels(smollm2, en
     assert engine.stats.submitted == 0
     engine.close()
     assert engine.submit([1, 2, 3], GenerationConfig()).result(timeout=60).finish_reason == "cancelled"
+
+
+def os_threads() -> int:
+    """Threads of this process as the kernel counts them: Python's and native ones (libgomp's team)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through Linux /proc")
+def test_the_engine_thread_ends_when_idle_taking_its_openmp_team_and_the_next_request_starts_another(
+    smollm2, engine_of
+):
+    """An idle engine thread kept its libgomp team alive; more OpenMP threads than cores make libgomp
+    throttle spin-waiting for every team, and plain decoding on the caller's thread ran about 1.6x slower
+    after a batch. The thread now ends when nothing runs or waits."""
+    config = smollm2.chat_config(GenerationConfig(max_tokens=8))
+    prompts = [chat_ids(smollm2, q) for q in QUESTIONS[:3]]
+    alone = [smollm2.backend.stream(p, config).collect().token_ids for p in prompts]
+    before = os_threads()
+    engine = engine_of(2)
+    results = [h.result(timeout=600).token_ids for h in [engine.submit(p, config) for p in prompts[:2]]]
+    wait_until(lambda: os_threads() == before, what=f"the engine's threads to end ({os_threads()} vs {before})")
+    assert not [t for t in threading.enumerate() if t.name == "llama-engine"]
+    results.append(engine.submit(prompts[2], config).result(timeout=600).token_ids)  # a new thread serves it
+    assert results == alone
+    wait_until(lambda: os_threads() == before, what="the second engine thread to end")
+    assert engine.stats.submitted == engine.stats.finished == 3

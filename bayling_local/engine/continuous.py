@@ -7,7 +7,8 @@ starts with the kept shared prefix (`prefix.py`) gets that KV copied instead of 
 speculative decoding (`speculation.py`) a sequence decodes its pending token and a draft in one step
 and keeps the drafted tokens its own sampler chooses (`_verify`).
 
-One thread owns the llama context and runs the step loop; `submit` only enqueues.
+One thread at a time owns the llama context and runs the step loop; `submit` only enqueues (and starts
+the thread when none runs: it ends whenever the engine is idle, see `queueing.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from bayling_local.backends.base import GenerationConfig, SpeculationOptions
 from bayling_local.backends.decoding import TextAssembler, stop_token_set
 from bayling_local.engine.llamacpp import ContextShape, LlamaContext, SamplerChain, TokenBatch, padded_cells
 from bayling_local.engine.prefix import PrefixPolicy
-from bayling_local.engine.queueing import RequestQueue
+from bayling_local.engine.queueing import Next, RequestQueue
 from bayling_local.engine.requests import EngineStats, RequestHandle
 from bayling_local.engine.scheduler import plan_step
 from bayling_local.engine.slots import Sequence, SlotPool
@@ -63,9 +64,7 @@ class ContinuousEngine:
         self._speculator = self._make_speculator(speculation, draft_llm, parallel)
         self._running: list[Sequence] = []
         prompt_limit = min(backend.info.context_length, self.cells_per_slot)
-        self._queue = RequestQueue(self.stats, prompt_limit, backend.info.vocab_size)
-        self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
-        self._thread.start()
+        self._queue = RequestQueue(self.stats, prompt_limit, backend.info.vocab_size, self._run, "llama-engine")
 
     # --- the Engine protocol -----------------------------------------------------------------------
 
@@ -77,7 +76,6 @@ class ContinuousEngine:
 
     def close(self) -> None:
         self._queue.close()
-        self._thread.join()
         self._batch.close()
         self._context.close()
         if self._speculator is not None:
@@ -106,8 +104,10 @@ class ContinuousEngine:
             self._fail_all(error)
 
     def _step(self) -> bool:
-        if not self._queue.wait(busy=bool(self._running)):
+        step = self._queue.next_step(busy=bool(self._running))
+        if step is Next.CLOSED:
             self._cancel_all()
+        if step is not Next.STEP:
             return False
         for s in [s for s in self._running if s.handle.cancelled]:
             self._end(s, "cancelled")

@@ -34,7 +34,7 @@ from bayling_local.backends.base import Completion, GenerationConfig
 from bayling_local.backends.decoding import TextAssembler, stop_token_set
 from bayling_local.backends.sampling import Sampler
 from bayling_local.engine.prefix import PrefixPolicy
-from bayling_local.engine.queueing import RequestQueue
+from bayling_local.engine.queueing import Next, RequestQueue
 from bayling_local.engine.requests import EngineStats, RequestHandle
 from bayling_local.errors import UsageError
 
@@ -125,9 +125,7 @@ class OnnxRowsEngine:
         self._prefix = PrefixPolicy() if prefix_reuse and self._cache.keeps_prefixes else None
         self._free_rows = list(range(parallel))  # a heap: the lowest free row first keeps decode runs short
         self._running: list[RowRequest] = []
-        self._queue = RequestQueue(self.stats, self.capacity, backend.info.vocab_size)
-        self._thread = threading.Thread(target=self._run, name="onnx-engine", daemon=True)
-        self._thread.start()
+        self._queue = RequestQueue(self.stats, self.capacity, backend.info.vocab_size, self._run, "onnx-engine")
 
     # --- the Engine protocol -----------------------------------------------------------------------
 
@@ -139,7 +137,6 @@ class OnnxRowsEngine:
 
     def close(self) -> None:
         self._queue.close()
-        self._thread.join()
         self._cache = None
 
     # --- the step loop (the engine's thread) --------------------------------------------------------
@@ -152,8 +149,10 @@ class OnnxRowsEngine:
             self._fail_all(error)
 
     def _step(self) -> bool:
-        if not self._queue.wait(busy=bool(self._running)):
+        step = self._queue.next_step(busy=bool(self._running))
+        if step is Next.CLOSED:
             self._cancel_all()
+        if step is not Next.STEP:
             return False
         for r in [r for r in self._running if r.handle.cancelled]:
             self._end(r, "cancelled")

@@ -2,13 +2,19 @@
 engine's thread as slots free up, and ended (cancelled, failed) when they never get one.
 
 Both continuous engines (`continuous.py` over llama.cpp, `onnx_rows.py` over ONNX Runtime cache rows)
-own one; the slots and what runs in them stay theirs.
+own one; the slots and what runs in them stay theirs. The queue also owns the engine's thread: started
+by the first request, it ends as soon as nothing runs or waits, and the next request starts another.
+An idle thread that once ran llama.cpp keeps a libgomp team alive; with more OpenMP threads than cores,
+libgomp throttles its spin-waiting for every team in the process, and plain decoding on the caller's
+thread then ran about 1.6x slower (Q4_0, 2 cores). A thread that ends frees its team.
 """
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections import deque
+from collections.abc import Callable
 from collections.abc import Sequence as Ids
 
 from bayling_local.backends.base import Completion, GenerationConfig
@@ -40,20 +46,36 @@ def end_cancelled(handle: RequestHandle, stats: EngineStats) -> None:
     handle.finish(Completion("", [], len(handle.prompt_ids), "cancelled"))
 
 
-class RequestQueue:
-    """Requests waiting for a slot, in order. `submit` and `close` run on any thread; `wait`, `take`,
-    `cancel_all` and `fail_all` on the engine's. Keeps `stats.submitted`, `stats.queued`, and
-    `stats.finished` for requests that end here."""
+class Next(enum.Enum):
+    """What the engine's thread does after `RequestQueue.next_step`."""
 
-    def __init__(self, stats: EngineStats, prompt_limit: int, vocab_size: int):
+    STEP = "step"
+    IDLE = "idle"
+    """Nothing runs or waits: the thread ends; the next request starts another."""
+    CLOSED = "closed"
+    """The engine is closing: cancel what runs, then end."""
+
+
+class RequestQueue:
+    """Requests waiting for a slot, in order, and the engine's thread that serves them (`serve`, the
+    engine's step loop, run while `next_step` says STEP). `submit` and `close` run on any thread;
+    `next_step`, `take`, `cancel_all` and `fail_all` on the engine's. Keeps `stats.submitted`,
+    `stats.queued`, and `stats.finished` for requests that end here."""
+
+    def __init__(self, stats: EngineStats, prompt_limit: int, vocab_size: int, serve: Callable[[], None], name: str):
         self.stats = stats
         self.prompt_limit = prompt_limit
         """Prompt tokens a slot takes at most, room for one generated token left."""
         self.vocab_size = vocab_size
+        self._serve = serve
+        self._name = name
         self._waiting: deque[RequestHandle] = deque()
-        self._wake = threading.Condition()
+        self._lock = threading.Lock()
         self._closing = False
         self._error: BaseException | None = None
+        self._worker: threading.Thread | None = None
+        self._serving = False
+        """True from a thread's start until it takes IDLE or CLOSED: at most one serves at a time."""
 
     def submit(
         self, prompt_ids: Ids[int], config: GenerationConfig, cancel: threading.Event | None = None
@@ -62,7 +84,7 @@ class RequestQueue:
         `close` the request ends cancelled at once; after `fail_all`, with the engine's error."""
         ids = checked_prompt(prompt_ids, self.prompt_limit, self.vocab_size)
         handle = RequestHandle(ids, config, cancel_event=cancel or threading.Event())
-        with self._wake:
+        with self._lock:
             if self._error is not None:
                 handle.fail(self._error)
             elif self._closing:
@@ -71,25 +93,36 @@ class RequestQueue:
                 self.stats.submitted += 1
                 self._waiting.append(handle)
                 self.stats.queued = len(self._waiting)
-                self._wake.notify()
+                if not self._serving:
+                    self._serving = True
+                    self._worker = threading.Thread(target=self._serve, name=self._name, daemon=True)
+                    self._worker.start()
         return handle
 
     def close(self) -> None:
-        with self._wake:
+        """Refuse new requests and wait for the engine's thread, which cancels what runs."""
+        with self._lock:
             self._closing = True
-            self._wake.notify()
+            worker = self._worker
+        if worker is not None:
+            worker.join()
 
-    def wait(self, busy: bool) -> bool:
-        """Block until a request waits (or at once when the engine is `busy` with running ones); False
-        once the queue is closed."""
-        with self._wake:
-            while not (self._closing or self._waiting or busy):
-                self._wake.wait()
-            return not self._closing
+    def next_step(self, busy: bool) -> Next:
+        """STEP while requests run (`busy`) or wait; otherwise this thread ends (IDLE), or the engine
+        is closing (CLOSED). Decided under the lock `submit` takes, so a request queued as the thread
+        ends starts the next one."""
+        with self._lock:
+            if self._closing:
+                self._serving = False
+                return Next.CLOSED
+            if busy or self._waiting:
+                return Next.STEP
+            self._serving = False
+            return Next.IDLE
 
     def take(self, free: int) -> list[RequestHandle]:
         """Up to `free` waiting requests, oldest first, for free slots; a cancelled one ends where it waits."""
-        with self._wake:
+        with self._lock:
             waiting = [h for h in self._waiting if not h.cancelled]
             cancelled = [h for h in self._waiting if h.cancelled]
             starting = waiting[:free]
@@ -101,7 +134,7 @@ class RequestQueue:
 
     def cancel_all(self) -> None:
         """End every waiting request as cancelled (the engine is closing)."""
-        with self._wake:
+        with self._lock:
             waiting, self._waiting = list(self._waiting), deque()
             self.stats.queued = 0
         for handle in waiting:
@@ -109,8 +142,9 @@ class RequestQueue:
 
     def fail_all(self, error: BaseException, running: list[RequestHandle]) -> None:
         """Fail the engine's `running` requests and every waiting one with `error`, and any submitted later."""
-        with self._wake:
+        with self._lock:
             self._error = error
+            self._serving = False  # the thread ends with the error; later requests fail at once
             handles = running + list(self._waiting)
             self._waiting = deque()
             self.stats.queued = 0
