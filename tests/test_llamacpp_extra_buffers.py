@@ -1,5 +1,6 @@
 """llama.cpp's extra buffer types (weight repacking): on as in a stock llama.cpp, off only where they crash
-(weights of a type llama.cpp has AMX kernels for, on an AMX build), and every load says which it got."""
+(weights of a type llama.cpp has AMX kernels for, on an AMX build) or where the weights would not fit in
+memory once copied out of the mapped file, and every load says which it got."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import textwrap
 import pytest
 
 from bayling_local.backends.base import LoadOptions
-from bayling_local.backends.device import llama_cpp_cpu_features, llama_cpp_has_amx
+from bayling_local.backends.device import available_memory_bytes, llama_cpp_cpu_features, llama_cpp_has_amx
 from bayling_local.backends.llamacpp import LlamaCppBackend, choose_extra_buffers
 from bayling_local.gguf_header import read_gguf_header
 
@@ -70,6 +71,20 @@ def test_an_explicit_choice_wins_over_the_default(bundled_gguf):
     assert choose_extra_buffers(types, has_amx=True, requested=True).enabled
     forced_off = choose_extra_buffers(types, has_amx=False, requested=False)
     assert not forced_off.enabled and forced_off.describe() == "off (asked for)"
+
+
+def test_weights_larger_than_the_memory_available_are_mapped_instead_of_copied_into_extra_buffers(smollm2_f32_gguf):
+    """Extra buffer types (AMX takes F16 too) copy weights out of the mapped file: a BayLing-2-13B f16 GGUF
+    (26 GB) failed to load on a 24 GiB AMX machine until such files kept llama.cpp's mapping."""
+    header = read_gguf_header(smollm2_f32_gguf)
+    types, size = header.tensor_types(), header.file_size
+    roomy = choose_extra_buffers(types, has_amx=True, weights_bytes=size, available_bytes=4 * size)
+    assert roomy.enabled
+    tight = choose_extra_buffers(types, has_amx=True, weights_bytes=size, available_bytes=size)
+    assert not tight.enabled and "would not fit in the memory available" in tight.reason
+    assert choose_extra_buffers(types, has_amx=False, weights_bytes=size, available_bytes=None).enabled
+    assert choose_extra_buffers(types, has_amx=False, requested=True, weights_bytes=size, available_bytes=1).enabled
+    assert available_memory_bytes() is None or available_memory_bytes() > 0
 
 
 def test_bundled_model_reports_the_settings_it_runs_with(bundled_gguf):

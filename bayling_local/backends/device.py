@@ -171,5 +171,21 @@ def onnxruntime_report() -> BackendReport:
     return BackendReport("onnxruntime", True, onnxruntime.__version__, devices, note)
 
 
+def available_memory_bytes() -> int | None:
+    """Memory the kernel says a new allocation can take without swapping (Linux `MemAvailable`), or
+    None where that is not known."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
 def machine_summary() -> str:
     return f"{platform.system()} {platform.machine()}, Python {platform.python_version()}"

@@ -40,7 +40,12 @@ from bayling_local.backends.decoding import (
     prompt_token_ids,
     stop_token_set,
 )
-from bayling_local.backends.device import llama_cpp_cpu_features, llama_cpp_gpu_backend, llama_cpp_has_amx
+from bayling_local.backends.device import (
+    available_memory_bytes,
+    llama_cpp_cpu_features,
+    llama_cpp_gpu_backend,
+    llama_cpp_has_amx,
+)
 from bayling_local.errors import (
     BackendUnavailableError,
     ContextOverflowError,
@@ -365,8 +370,8 @@ def check_same_vocabulary(target_llm, draft_llm, draft_name: str) -> None:
 
 # llama.cpp's AMX matmul (llama-cpp-python 0.3.36) segfaults: on Q4_1 weights on Sapphire Rapids, and on
 # every type it has AMX kernels for (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_XS) on a 2026 Xeon with
-# AMX; a Q5_0 file crashes too, through its Q8_0 embedding. F16/F32 files do not go to AMX. Those files
-# lose the extra buffer types whole: a tensor_buft_overrides entry cannot steer tensors off AMX alone,
+# AMX; a Q5_0 file crashes too, through its Q8_0 embedding. F16 weights go to AMX too and run (F32 stays
+# off it). Files with the crashing types lose the extra buffer types whole: a tensor_buft_overrides entry cannot steer tensors off AMX alone,
 # because an override to the CPU buffer type re-selects among the extra types and picks AMX again
 # (llama.cpp src/llama-model-loader.cpp, "when overriding to a CPU buffer, consider the extra buffer
 # types"), and CPU_REPACK, the only other x86 extra type, has no kernels for most of these types (so
@@ -387,21 +392,47 @@ class ExtraBuffers:
         return f"{_on_off(self.enabled)} ({self.reason})"
 
 
-def choose_extra_buffers(tensor_types: Collection[str], *, has_amx: bool, requested: bool | None = None) -> ExtraBuffers:
-    """llama.cpp's default (on: repacked weights, its fastest CPU kernels) unless asked otherwise, or
-    unless the build has AMX and the file has tensors of a type its AMX kernels take (they crash)."""
+MEMORY_FOR_EXTRA_BUFFERS = 0.85
+"""Extra buffer types copy the weights they take out of the mapped file into allocated memory. A file
+larger than this share of the memory available then fails to load (a BayLing-2-13B f16 GGUF, 26 GB, on a
+24 GiB machine with AMX: "Failed to load model"); without them llama.cpp maps the file and pages it."""
+
+
+def choose_extra_buffers(
+    tensor_types: Collection[str],
+    *,
+    has_amx: bool,
+    requested: bool | None = None,
+    weights_bytes: int | None = None,
+    available_bytes: int | None = None,
+) -> ExtraBuffers:
+    """llama.cpp's default (on: repacked weights, its fastest CPU kernels) unless asked otherwise; unless
+    the build has AMX and the file has tensors of a type its AMX kernels take (they crash); or unless the
+    weights would not fit in the memory available once copied out of the mapped file."""
     if requested is not None:
         return ExtraBuffers(requested, "asked for")
     crashing = sorted(AMX_KERNEL_TYPES.intersection(tensor_types))
     if has_amx and crashing:
         return ExtraBuffers(False, f"{', '.join(crashing)} weights on an AMX build: llama.cpp's AMX kernels crash")
+    if weights_bytes and available_bytes and weights_bytes > MEMORY_FOR_EXTRA_BUFFERS * available_bytes:
+        return ExtraBuffers(
+            False,
+            f"the weights ({weights_bytes / 1e9:.1f} GB) would not fit in the memory available "
+            f"({available_bytes / 1e9:.1f} GB) once copied out of the file; llama.cpp maps the file instead",
+        )
     return ExtraBuffers(True, "llama.cpp's default")
 
 
 def open_llama(header: GGUFHeader, *, extra_buffers: bool | None = None, **llama_arguments):
     """(llama_cpp.Llama, ExtraBuffers): the GGUF `header` describes, loaded with `llama_arguments`
     (Llama's own keywords) and the extra-buffer choice for this file on this build."""
-    choice = choose_extra_buffers(header.tensor_types(), has_amx=llama_cpp_has_amx(), requested=extra_buffers)
+    choice = choose_extra_buffers(
+        header.tensor_types(),
+        has_amx=llama_cpp_has_amx(),
+        requested=extra_buffers,
+        weights_bytes=header.file_size,
+        available_bytes=available_memory_bytes() if _on_cpu(llama_arguments) else None,
+    )
     llama_class = _llama_with_model_params()
     llm = llama_class(str(header.path), model_params_fields={"use_extra_bufts": choice.enabled}, **llama_arguments)
     return llm, choice
@@ -434,6 +465,11 @@ def _llama_with_model_params():
             self._model_params = params
 
     return LlamaWithModelParams
+
+
+def _on_cpu(llama_arguments: dict) -> bool:
+    """Whether the weights stay in host memory (no layer offloaded to a GPU)."""
+    return not llama_arguments.get("n_gpu_layers")
 
 
 def _on_off(flag: bool) -> str:
