@@ -33,6 +33,7 @@ from bayling_local.backends.base import (
     TextStream,
     resolve_context_length,
 )
+from bayling_local.backends.compute_threads import call_on_own_thread, stream_on_own_thread
 from bayling_local.backends.decoding import (
     TextAssembler,
     continuation_ids,
@@ -157,7 +158,9 @@ class LlamaCppBackend:
     ) -> TextStream:
         if self.speculation is not None:  # drafting and verifying live in the engine
             return TextStream(self._batches.stream(self._prompt_ids(prompt), config, cancel))
-        return TextStream(self._generate(self._prompt_ids(prompt), config, cancel))
+        # On a thread that ends with the stream: an idle thread that has decoded keeps an OpenMP team
+        # and slows every later decode in the process (`compute_threads.py`).
+        return TextStream(stream_on_own_thread(self._generate(self._prompt_ids(prompt), config, cancel), "llama-stream"))
 
     def _generate(self, prompt_ids: list[int], config: GenerationConfig, cancel: threading.Event | None):
         import llama_cpp
@@ -207,6 +210,9 @@ class LlamaCppBackend:
 
     def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[ContinuationScore]:
         prompt_ids = self._prompt_ids(prompt)
+        return call_on_own_thread(lambda: self._score(prompt, prompt_ids, continuations), "llama-score")
+
+    def _score(self, prompt: Prompt, prompt_ids: list[int], continuations: Sequence[str]) -> list[ContinuationScore]:
         with self._lock:
             self._llm.reset()
             self._decode(prompt_ids[:-1], start=0, want_logits=False)

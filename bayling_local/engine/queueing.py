@@ -4,9 +4,9 @@ engine's thread as slots free up, and ended (cancelled, failed) when they never 
 Both continuous engines (`continuous.py` over llama.cpp, `onnx_rows.py` over ONNX Runtime cache rows)
 own one; the slots and what runs in them stay theirs. The queue also owns the engine's thread: started
 by the first request, it ends as soon as nothing runs or waits, and the next request starts another.
-An idle thread that once ran llama.cpp keeps a libgomp team alive; with more OpenMP threads than cores,
-libgomp throttles its spin-waiting for every team in the process, and plain decoding on the caller's
-thread then ran about 1.6x slower (Q4_0, 2 cores). A thread that ends frees its team.
+An idle thread that once ran llama.cpp keeps a libgomp team alive, and more teams than cores slow every
+decode in the process (`backends/compute_threads.py`, where plain streams get threads of their own for
+the same reason). A thread that ends frees its team.
 """
 
 from __future__ import annotations
