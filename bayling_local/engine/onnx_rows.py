@@ -16,8 +16,9 @@ into its row (`CacheRows.keep_prefix`/`copy_prefix`) and runs only the rest, as 
 A request's prompt thus runs exactly as it does alone. Its decode runs beside other rows: with an fp32
 export the logits are bit-identical to a lone run's; int4/int8 exports (MatMulNBits, int8 activations)
 take another kernel path for several rows, so near-ties flip (SmolLM2 int4, FLORES en->sw: the arg-max
-differs at 6% of decode steps, at the same KL to fp32 as alone, 0.43). One thread owns the cache and
-runs the step loop; `submit` only enqueues.
+differs at 6% of decode steps, at the same KL to fp32 as alone, 0.43). One thread at a time owns the
+cache and runs the step loop; `submit` only enqueues (and starts that thread when none runs: it ends
+whenever the engine is idle, `queueing.py`).
 """
 
 from __future__ import annotations
