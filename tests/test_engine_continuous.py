@@ -197,9 +197,9 @@ def test_the_engine_thread_ends_when_idle_taking_its_openmp_team_and_the_next_re
     before = os_threads()
     engine = engine_of(2)
     results = [h.result(timeout=600).token_ids for h in [engine.submit(p, config) for p in prompts[:2]]]
-    wait_until(lambda: os_threads() == before, what=f"the engine's threads to end ({os_threads()} vs {before})")
+    wait_until(lambda: os_threads() <= before, what=f"the engine's threads to end ({os_threads()} vs {before})")
     assert not [t for t in threading.enumerate() if t.name == "llama-engine"]
     results.append(engine.submit(prompts[2], config).result(timeout=600).token_ids)  # a new thread serves it
     assert results == alone
-    wait_until(lambda: os_threads() == before, what="the second engine thread to end")
+    wait_until(lambda: os_threads() <= before, what="the second engine thread to end")
     assert engine.stats.submitted == engine.stats.finished == 3

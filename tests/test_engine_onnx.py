@@ -107,9 +107,11 @@ def test_greedy_results_at_parallel_three_match_each_prompt_alone_and_rows_are_r
     assert stats.prefill_tokens_saved > 0
     assert stats.prefill_tokens + stats.prefill_tokens_saved == sum(map(len, prompts))
     # Three rows for six requests: the last three each took a row the moment one was freed.
+    # (The first three got rows without waiting for one to be freed; the first may start a step before
+    # the other two are submitted, as the engine's thread starts with the first request.)
     first, later = handles[:3], handles[3:]
-    assert all(h.admitted_step == 0 for h in first)
     freed = sorted(h.finished_step for h in handles)
+    assert max(h.admitted_step for h in first) < freed[0]
     assert all(h.admitted_step in freed for h in later)
     assert stats.steps < sum(len(c.token_ids) for c in together), "requests did not decode together"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from collections.abc import Sequence as Ids
@@ -95,9 +96,15 @@ class RequestQueue:
                 self.stats.queued = len(self._waiting)
                 if not self._serving:
                     self._serving = True
-                    self._worker = threading.Thread(target=self._serve, name=self._name, daemon=True)
+                    self._worker = threading.Thread(target=self._start_serving, name=self._name, daemon=True)
                     self._worker.start()
         return handle
+
+    def _start_serving(self) -> None:
+        # Thread.start() hands the new thread the GIL; give it back at once so the submitter can queue
+        # the rest of a burst (a batch's prompts) and the first step admits them together.
+        time.sleep(0)
+        self._serve()
 
     def close(self) -> None:
         """Refuse new requests and wait for the engine's thread, which cancels what runs."""
