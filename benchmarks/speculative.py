@@ -174,7 +174,15 @@ def open_llama_draft(backend, path: Path, threads: int | None):
 
 
 def decode_ms(llm, rows: int, repeats: int = 7) -> float:
-    """Median time of one llama_decode of `rows` tokens after a 100-token prompt, in a fresh context."""
+    """Median time of one llama_decode of `rows` tokens after a 100-token prompt, in a fresh context. On
+    a thread that ends with it: a thread that has decoded keeps an OpenMP team, and every later decode in
+    the process (both sides' streams) would run throttled (`bayling_local/backends/compute_threads.py`)."""
+    from bayling_local.backends.compute_threads import call_on_own_thread
+
+    return call_on_own_thread(lambda: _decode_ms(llm, rows, repeats), "pass-costs")
+
+
+def _decode_ms(llm, rows: int, repeats: int) -> float:
     from bayling_local.engine.llamacpp import ContextShape, LlamaContext, TokenBatch
 
     context, batch = LlamaContext(llm, ContextShape(1, 512, 128)), TokenBatch(128)

@@ -51,10 +51,17 @@ def artifact_logits(path: Path, n_ctx: int = 2048, threads: int | None = None) -
 
 
 def gguf_logits(llm, ids: Sequence[int]) -> np.ndarray:
-    """Logits (positions x vocab) of `ids` decoded from an empty cache."""
-    llm.reset()
-    llm.eval(list(ids))
-    return np.array(llm.scores[: len(ids)], dtype=np.float32)
+    """Logits (positions x vocab) of `ids` decoded from an empty cache, on a thread that ends with the
+    work (a thread that has decoded keeps an OpenMP team, which slows llama.cpp work on other threads:
+    `backends/compute_threads.py`)."""
+    from bayling_local.backends.compute_threads import call_on_own_thread
+
+    def decode() -> np.ndarray:
+        llm.reset()
+        llm.eval(list(ids))
+        return np.array(llm.scores[: len(ids)], dtype=np.float32)
+
+    return call_on_own_thread(decode, "llama-logits")
 
 
 def checkpoint_logits(model, ids: Sequence[int]) -> np.ndarray:
