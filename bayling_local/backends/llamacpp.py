@@ -378,9 +378,9 @@ def check_same_vocabulary(target_llm, draft_llm, draft_name: str) -> None:
 # every type it has AMX kernels for (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_XS) on a 2026 Xeon with
 # AMX; a Q5_0 file crashes too, through its Q8_0 embedding. F16 weights go to AMX too and run (F32 stays
 # off it). Files with the crashing types lose the extra buffer types whole: a tensor_buft_overrides
-# entry cannot steer tensors off AMX alone, because an override to the CPU buffer type re-selects among the extra types and picks AMX again
-# (llama.cpp src/llama-model-loader.cpp, "when overriding to a CPU buffer, consider the extra buffer
-# types"), and CPU_REPACK, the only other x86 extra type, has no kernels for most of these types (so
+# entry cannot steer tensors off AMX alone, because an override to the CPU buffer type re-selects among
+# the extra types and picks AMX again (llama.cpp src/llama-model-loader.cpp, "when overriding to a CPU
+# buffer, consider the extra buffer types"), and CPU_REPACK, the only other x86 extra type, has no kernels for most of these types (so
 # pinning such a tensor to it crashes in its repack). On an AMX build quantized files therefore run
 # without weight repacking, correct but slower than llama.cpp's repacked Q4_0.
 AMX_KERNEL_TYPES = frozenset({"Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS"})
