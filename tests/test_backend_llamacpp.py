@@ -151,3 +151,34 @@ def test_ignore_eos_generates_to_max_tokens_alone_and_in_batches(smollm2):
     through = GenerationConfig(max_tokens=64, ignore_eos=True)
     assert len(smollm2.backend.stream(prompt, through).collect().token_ids) == 64
     assert [len(c.token_ids) for c in smollm2.backend.generate_batch([prompt] * 2, through)] == [64, 64]
+
+
+def test_default_threads_are_one_per_physical_core_for_decode_and_prompts(bundled_gguf):
+    """llama-cpp-python alone would decode on half the logical CPUs: one core of two on a machine
+    without SMT."""
+    from bayling_local.backends.device import physical_cores
+    from bayling_local.backends.llamacpp import LlamaCppBackend
+
+    backend = LlamaCppBackend.load(bundled_gguf, LoadOptions(device="cpu", context_length=256))
+    try:
+        settings = backend.runtime_settings()
+        assert settings["threads"] == settings["batch_threads"] == str(physical_cores())
+    finally:
+        backend.close()
+
+
+def test_physical_cores_follow_the_cpu_affinity():
+    """Cores the process may not run on are not counted: a `taskset -c 0` run decodes on one thread."""
+    import os
+    import subprocess
+    import sys
+
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    code = (
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "from bayling_local.backends.device import physical_cores; print(physical_cores())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"

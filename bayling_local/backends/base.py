@@ -46,7 +46,8 @@ class LoadOptions:
     device: str = "auto"
     """`auto` uses the best accelerator this build has, `cpu` none; `cuda`, `metal`, `coreml` demand one."""
     threads: int | None = None
-    """CPU threads for generation; None lets the backend choose (llama.cpp: physical cores)."""
+    """CPU threads for generation; None lets the backend choose (one per physical core in the process's
+    CPU affinity for llama.cpp, as llama.cpp itself does; ONNX Runtime's own default, also physical cores)."""
     context_length: int | None = None
     """Context window in tokens; None takes the model's trained length, capped at 8192."""
     allow_pickle: bool = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 import platform
 import sys
 from dataclasses import dataclass
@@ -185,6 +186,35 @@ def available_memory_bytes() -> int | None:
     except ImportError:
         return None
     return int(psutil.virtual_memory().available)
+
+
+@functools.lru_cache(maxsize=1)
+def physical_cores() -> int:
+    """Physical cores this process may run on: its CPU affinity, with SMT siblings counted once
+    (llama.cpp's own default thread count, `cpu_get_num_physical_cores`). llama-cpp-python's default,
+    half the logical CPUs, is half the cores on a machine without SMT (most VMs, 2-core boxes): decode
+    then runs on one core of two."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        allowed = list(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in allowed:
+        try:
+            cores.add(Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text().strip())
+        except OSError:
+            return _physical_cores_elsewhere(len(allowed))
+    return max(1, len(cores))
+
+
+def _physical_cores_elsewhere(logical: int) -> int:
+    """Without Linux's sysfs topology (macOS, Windows): psutil's count where installed, else the
+    logical CPUs."""
+    try:
+        import psutil
+    except ImportError:
+        return max(1, logical)
+    return max(1, min(logical, psutil.cpu_count(logical=False) or logical))
 
 
 def machine_summary() -> str:

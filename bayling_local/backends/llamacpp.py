@@ -46,6 +46,7 @@ from bayling_local.backends.device import (
     llama_cpp_cpu_features,
     llama_cpp_gpu_backend,
     llama_cpp_has_amx,
+    physical_cores,
 )
 from bayling_local.errors import (
     BackendUnavailableError,
@@ -104,8 +105,8 @@ class LlamaCppBackend:
                 n_ctx=n_ctx,
                 n_batch=min(BATCH_SIZE, n_ctx),
                 n_gpu_layers=gpu_layers,
-                n_threads=options.threads,
-                n_threads_batch=options.threads,
+                n_threads=threads_for(options),
+                n_threads_batch=threads_for(options),
                 verbose=False,
             )
         except ValueError as error:
@@ -319,6 +320,11 @@ def describe_speculation(options: SpeculationOptions) -> str:
     return f"{source} tokens<={options.draft_tokens} {'fixed' if options.fixed else 'adaptive'}"
 
 
+def threads_for(options: LoadOptions) -> int:
+    """`--threads`, or one per physical core (llama.cpp's default) for decode and prompts alike."""
+    return options.threads or physical_cores()
+
+
 def open_draft(llm, options: LoadOptions, gpu_layers: int):
     speculation = options.speculation
     if speculation is None or not speculation.draft_path:
@@ -330,8 +336,8 @@ def open_draft(llm, options: LoadOptions, gpu_layers: int):
             n_ctx=DRAFT_OWN_CONTEXT,
             n_batch=DRAFT_OWN_CONTEXT,
             n_gpu_layers=gpu_layers,
-            n_threads=options.threads,
-            n_threads_batch=options.threads,
+            n_threads=threads_for(options),
+            n_threads_batch=threads_for(options),
             verbose=False,
         )
     except ValueError as error:

@@ -27,7 +27,7 @@ BackendOption = Annotated[
         "that decodes faster on this CPU (`bayling-local doctor` says which and why); llama.cpp or onnx forces one.",
     ),
 ]
-ThreadsOption = Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads (default: the backend's choice).")]
+ThreadsOption = Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads (default: one per physical core).")]
 ContextOption = Annotated[
     int | None, typer.Option("--context", min=64, help="Context window in tokens (default: the model's, at most 8192).")
 ]
