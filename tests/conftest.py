@@ -274,3 +274,30 @@ def smollm2_quantized(smollm2_f32_gguf) -> dict[str, Path]:
         quant: quantize_gguf(smollm2_f32_gguf, smollm2_f32_gguf.with_name(f"smollm2-{quant}.gguf"), quant)
         for quant in ("q8_0", "q5_0", "q4_0")
     }
+
+
+@pytest.fixture(scope="session")
+def avx2_cpuid_preload(tmp_path_factory) -> Path:
+    """tests/support/cpuid_avx2.c built into an LD_PRELOAD library: a child process started with it
+    sees an AVX2-only CPU through CPUID, so ONNX Runtime runs its AVX2 kernels. Skips where that cannot
+    be done (not Linux x86, no CPUID faulting, no C compiler) or is not needed (the CPU is AVX2-only:
+    every other test already runs those kernels)."""
+    import platform
+    import shutil
+    import subprocess
+
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        pytest.skip("CPUID masking needs Linux on x86-64")
+    flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("flags")), [])
+    if not {"avx512f", "avx_vnni", "avx512_vnni", "amx_int8"} & set(flags):
+        pytest.skip("this CPU is AVX2-only: the other tests already run on its kernels")
+    if "cpuid_fault" not in flags:
+        pytest.skip("this CPU (or its hypervisor) has no CPUID faulting to mask AVX-512 with")
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler for tests/support/cpuid_avx2.c")
+    library = tmp_path_factory.mktemp("cpuid") / "cpuid_avx2.so"
+    source = Path(__file__).parent / "support" / "cpuid_avx2.c"
+    subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(library), str(source)], check=True, timeout=120)
+    return library

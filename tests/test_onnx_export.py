@@ -152,7 +152,10 @@ def _means(report: dict[str, tuple[float, float]]) -> tuple[float, float]:
     return float(np.mean([t for t, _ in report.values()])), float(np.mean([k for _, k in report.values()]))
 
 
-@pytest.mark.parametrize("quant,min_top1,max_kl", [("int8", 0.9, 0.05), ("int4", 0.5, 1.0)])
+QUANTIZED_LIMITS = {"int8": (0.9, 0.05), "int4": (0.5, 1.0)}
+"""(least mean top-1 agreement, most mean KL in nats) against transformers, on every CPU class."""
+
+@pytest.mark.parametrize("quant,min_top1,max_kl", [(q, *limits) for q, limits in QUANTIZED_LIMITS.items()])
 def test_quantized_top1_agreement_and_kl_per_language(smollm2_onnx, reference, quant, min_top1, max_kl, record_property):
     backend = OnnxRuntimeBackend.load(smollm2_onnx[quant], LoadOptions(device="cpu", threads=2))
     report = _per_language(backend.logits, reference)
@@ -161,6 +164,61 @@ def test_quantized_top1_agreement_and_kl_per_language(smollm2_onnx, reference, q
     top1, kl = _means(report)
     assert top1 >= min_top1 and kl <= max_kl, report
     assert backend.stream(PROMPTS["en"], GREEDY).collect().token_ids  # it also generates
+
+
+AVX2_CHILD = r"""
+import json, sys
+import numpy as np
+import onnxruntime as ort
+from onnx import helper, TensorProto
+from bayling_local.backends.base import LoadOptions
+from bayling_local.backends.device import cpu_instruction_sets
+from bayling_local.backends.onnxrt import OnnxRuntimeBackend
+
+job = json.loads(sys.argv[1])
+# u8 x s8 MatMulInteger, 255 * 127 per product: exact with VNNI/AMX, saturated by AVX2's VPMADDUBSW
+weights = helper.make_tensor("B", TensorProto.INT8, [64, 8], np.full((64, 8), 127, np.int8).tobytes(), raw=True)
+graph = helper.make_graph([helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "probe",
+                          [helper.make_tensor_value_info("A", TensorProto.UINT8, [1, 64])],
+                          [helper.make_tensor_value_info("Y", TensorProto.INT32, [1, 8])], initializer=[weights])
+probe = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString(),
+                             providers=["CPUExecutionProvider"])
+u8s8 = int(probe.run(None, {"A": np.full((1, 64), 255, np.uint8)})[0][0, 0])
+arrays = {}
+for quant, folder in job["exports"].items():
+    backend = OnnxRuntimeBackend.load(folder, LoadOptions(device="cpu", threads=2))
+    for lang, ids in job["ids"].items():
+        arrays[f"{quant}/{lang}"] = backend.logits(ids)
+    backend.close()
+np.savez(job["out"], **arrays)
+print(json.dumps({"instruction_sets": list(cpu_instruction_sets()), "u8s8": u8s8}))
+"""
+
+
+def test_int8_and_int4_hold_on_avx2_kernels_where_u8s8_saturates(smollm2_onnx, reference, avx2_cpuid_preload, tmp_path):
+    """The quantized exports under ONNX Runtime's AVX2 kernels (CPUID masked on this AVX-512/AMX
+    machine): the old dynamic u8 x s8 int8 was wrong exactly there. The child first shows that its
+    ONNX Runtime took the saturating AVX2 path, so the check cannot pass vacuously."""
+    import os
+    import subprocess
+    import sys
+
+    ids = {lang: reference.tokenize(prompt * 3, add_bos=True) for lang, prompt in PROMPTS.items()}
+    job = {"exports": {q: str(smollm2_onnx[q]) for q in QUANTIZED_LIMITS}, "ids": ids, "out": str(tmp_path / "logits.npz")}
+    env = {**os.environ, "LD_PRELOAD": str(avx2_cpuid_preload)}
+    child = subprocess.run([sys.executable, "-c", AVX2_CHILD, json.dumps(job)], capture_output=True, text=True,
+                           env=env, timeout=600)
+    assert child.returncode == 0, child.stdout[-2000:] + child.stderr[-4000:]
+    seen = json.loads(child.stdout.strip().splitlines()[-1])
+    assert "AVX2" in seen["instruction_sets"] and "AVX-512F" not in seen["instruction_sets"], seen
+    assert seen["u8s8"] < 255 * 127 * 64, seen  # AVX2's u8 x s8 kernel saturated: the emulation took hold
+    logits = np.load(job["out"])
+    for quant, (min_top1, max_kl) in QUANTIZED_LIMITS.items():
+        report = {lang: _top1_and_kl(lambda _ids, key=f"{quant}/{lang}": logits[key], reference, PROMPTS[lang] * 3)
+                  for lang in PROMPTS}
+        print(f"\n{quant} on AVX2 kernels: " + ", ".join(f"{k} top1={t:.2f} kl={d:.4f}" for k, (t, d) in report.items()))
+        top1, kl = _means(report)
+        assert top1 >= min_top1 and kl <= max_kl, (quant, report)
 
 
 def test_int8_kl_is_within_twice_llama_cpp_q8_0_on_the_same_sentences(smollm2_onnx, reference, request):

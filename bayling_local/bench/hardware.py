@@ -25,6 +25,8 @@ class HardwareInfo:
     instruction_sets: tuple[str, ...] = ()
     """SIMD sets the kernels depend on (AVX2, AVX-512F, AVX-512VNNI, AMX-INT8, ...): results from one
     CPU class do not stand for another."""
+    cpuid_note: str = ""
+    """Set when the run's CPUID was masked to AVX2 on a CPU with more (an emulated class)."""
 
     def describe(self) -> str:
         """One line for report headers."""
@@ -33,13 +35,14 @@ class HardwareInfo:
         cores = f"{self.physical_cores or '?'} cores / {self.logical_cores or '?'} threads"
         ram = f"{self.ram_bytes / 2**30:.1f} GiB RAM" if self.ram_bytes else "RAM unknown"
         gpus = "; GPU: " + ", ".join(self.gpus) if self.gpus else ""
-        return f"{self.cpu} [{describe_instruction_sets(self.instruction_sets)}] ({cores}), {ram}{gpus}; {self.system}, Python {self.python}"
+        sets = describe_instruction_sets(self.instruction_sets) + self.cpuid_note
+        return f"{self.cpu} [{sets}] ({cores}), {ram}{gpus}; {self.system}, Python {self.python}"
 
 
 def detect_hardware() -> HardwareInfo:
     import psutil
 
-    from bayling_local.backends.device import cpu_instruction_sets
+    from bayling_local.backends.device import cpu_instruction_sets, cpuid_masked
 
     return HardwareInfo(
         cpu=cpu_model(),
@@ -50,6 +53,7 @@ def detect_hardware() -> HardwareInfo:
         system=f"{platform.system()} {platform.release()} {platform.machine()}",
         python=platform.python_version(),
         instruction_sets=cpu_instruction_sets(),
+        cpuid_note=" (CPUID masked to AVX2 for this run: the CPU itself has AVX-512)" if cpuid_masked() else "",
     )
 
 
