@@ -232,7 +232,8 @@ def fidelity(variants: list[Variant], paths: dict[str, Path], checkpoint: Path, 
 def print_pass(variants: list[Variant], measured: Pass, sizes: dict[str, int], quality: dict[str, dict] | None) -> None:
     print(f"\nthreads={measured.threads}; load average {measured.load_before} before, {measured.load_after} after")
     for label, settings in measured.settings.items():
-        shown = {k: v for k, v in settings.items() if "accuracy" in k or "buffer" in k or "thread" in k or k == "flash_attn"}
+        shown = {k: v for k, v in settings.items() if "accuracy" in k or "buffer" in k or "thread" in k
+                 or k in ("flash_attn", "cpu_features")}
         print(f"  settings {label}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     header = f"{'variant':<16}{'differs in':<46}{'MB':>7}{'decode tok/s':>14}{'x Q4_0':>8}  runs"
     print(header + ("   KL      top-1" if quality else ""))
