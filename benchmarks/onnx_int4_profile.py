@@ -2,7 +2,7 @@
 `accuracy_level` 4 vs 1, block size 32 vs 128, an 8-bit vs a 4-bit output layer, and the thread count.
 
     .venv/bin/python benchmarks/onnx_int4_profile.py CHECKPOINT [--threads 1,2] [--tokens 128] [--repeats 5]
-        [--variants shipped,acc1,bs128,out8,q4_0] [--fidelity] [--work DIR] [--json PATH]
+        [--variants shipped,acc1,bs128,out8,q4_0[,genai]] [--fidelity] [--work DIR] [--json PATH]
 
 Variants, each built once from CHECKPOINT (a Hugging Face Llama folder) and cached in --work/<folder name>:
   int4            our export as shipped (convert/onnx.py): 4-bit MatMulNBits, block 32, accuracy_level 4
@@ -10,6 +10,8 @@ Variants, each built once from CHECKPOINT (a Hugging Face Llama folder) and cach
   int4 acc1       the same graph and weights with accuracy_level 1 (fp32 activations) on every MatMulNBits
   int4 bs128      exported with --block-size 128
   int4 out8       an 8-bit output layer (`convert --output-bits 8`; a tied embedding then reads its blocks)
+  ort-genai int4  (only when asked for: `genai`) the ONNX Runtime GenAI builder's int4 through its C++ generator,
+                  the peer a user would pick instead (onnxruntime-genai and onnx_ir installed)
   llama.cpp Q4_0  the baseline, at llama.cpp's defaults for this CPU (extra buffer types / weight repacking on)
 Each thread count is its own pass: every artifact is loaded at that count. Within a pass, runs alternate (each
 round runs every artifact once, the order rotated by the round) after one warm-up each; a ratio is the median
@@ -118,6 +120,12 @@ def output_layer_8bit(checkpoint: Path, work: Path) -> Path:
     return path
 
 
+def genai_builder_int4(checkpoint: Path, work: Path) -> Path:
+    if not shared.genai_installed():
+        raise BaylingError("--variants genai needs onnxruntime-genai and onnx_ir (pip install onnxruntime-genai onnx_ir)")
+    return shared.build_artifact(shared.Artifact("ort-genai int4", "genai", "int4"), checkpoint, work)
+
+
 ALWAYS = ("shipped", "q4_0")
 """Measured in every run: the ratios are to Q4_0, and the shipped export is what the others differ from."""
 VARIANTS = (
@@ -126,7 +134,10 @@ VARIANTS = (
     Variant("bs128", "int4 bs128", "block size 128", "onnx", block_128),
     Variant("out8", "int4 out8", "8-bit output layer", "onnx", output_layer_8bit),
     Variant("q4_0", BASELINE_LABEL, "baseline, llama.cpp defaults", "gguf", q4_0_gguf),
+    Variant("genai", "ort-genai int4", "the ORT GenAI builder's int4, its generator", "genai", genai_builder_int4),
 )
+DEFAULT_VARIANTS = ("shipped", "acc1", "bs128", "out8", "q4_0")
+"""Without --variants: the knobs (`genai` is asked for by name: it needs onnxruntime-genai installed)."""
 
 
 # --- small helpers --------------------------------------------------------------------------------------------
@@ -199,7 +210,7 @@ class Pass:
 
 def measure_pass(variants: list[Variant], paths: dict[str, Path], threads: int, tokens: int, repeats: int) -> Pass:
     measured = Pass(threads, load_average())
-    artifacts = [(shared.Artifact(v.label, v.runtime, "int4" if v.runtime == "onnx" else "q4_0"), paths[v.label])
+    artifacts = [(shared.Artifact(v.label, v.runtime, "q4_0" if v.runtime == "gguf" else "int4"), paths[v.label])
                  for v in variants]
     with shared.artifact_workers(artifacts, threads) as workers:  # one process each, as onnx_vs_gguf.py measures
         for label, worker in workers.items():
@@ -289,9 +300,9 @@ def main() -> None:
     parser.add_argument("--threads", type=thread_counts, default=[1, 2], help="thread counts, one pass each (1,2)")
     parser.add_argument("--tokens", type=int, default=128, help="tokens to generate per run")
     parser.add_argument("--repeats", type=int, default=5, help="alternating rounds per pass")
-    parser.add_argument("--variants", type=variant_keys, default=[v.key for v in VARIANTS],
-                        help=f"which to measure, comma-separated: {','.join(v.key for v in VARIANTS)} (all; "
-                        f"{' and '.join(ALWAYS)} always)")
+    parser.add_argument("--variants", type=variant_keys, default=list(DEFAULT_VARIANTS),
+                        help=f"which to measure, comma-separated: {','.join(v.key for v in VARIANTS)} (default: "
+                        f"{','.join(DEFAULT_VARIANTS)}; {' and '.join(ALWAYS)} always)")
     parser.add_argument("--fidelity", action="store_true", help="also KL / top-1 against the fp32 export")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "bayling-local-bench" / "onnx_vs_gguf",
                         help="where artifacts are cached (shared with onnx_vs_gguf.py)")

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bayling_local.backends.base import GenerationConfig, LoadOptions
+from bayling_local.backends.compute_threads import call_on_own_thread
 from bayling_local.errors import BaylingError
 
 PROMPT_TOKENS = 128
@@ -319,7 +320,16 @@ def token_steps(backend, ids: list[int], tokens: int) -> Iterator[int]:
 
 
 def prefill_and_decode(backend, ids: list[int], tokens: int) -> tuple[float, float]:
-    """(prompt tokens / time to first token, (tokens - 1) / time from the first token to the last)."""
+    """(prompt tokens / time to first token, (tokens - 1) / time from the first token to the last).
+
+    On a thread that ends with it, as our backends decode: llama.cpp's OpenMP team lives as long as the
+    thread that ran it, and with the worker's main thread keeping one, the engine's thread (batches)
+    made a second and libgomp throttled both (llama.cpp Q4_0 at batch 1: 28 tok/s against 136 plain;
+    `bayling_local/backends/compute_threads.py`)."""
+    return call_on_own_thread(lambda: timed_prefill_and_decode(backend, ids, tokens), "benchmark-decode")
+
+
+def timed_prefill_and_decode(backend, ids: list[int], tokens: int) -> tuple[float, float]:
     steps = token_steps(backend, ids, tokens)
     start = time.perf_counter()
     first = None
