@@ -110,7 +110,10 @@ def cpuid_masked() -> bool:
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as runtime
     except ImportError:
-        return False
+        try:  # numpy 1.x
+            from numpy.core._multiarray_umath import __cpu_features__ as runtime
+        except ImportError:
+            return False
     return runtime.get("AVX512F") is False
 
 
