@@ -13,6 +13,9 @@ export's logits as the reference. `measure` loads each quantized export with pla
 no transformers: cheap under emulation), runs each sentence in one forward and prints top-1 / KL per
 language. qemu user mode makes CPUID report the emulated CPU, so MLAS picks the kernels it would on a
 Haswell-class AVX2 machine; timings under qemu mean nothing (20-50x slower), only the numbers do.
+Where the CPU has CPUID faulting (`cpuid_fault` in /proc/cpuinfo), `LD_PRELOAD` of
+tests/support/cpuid_avx2.c built as a shared library does the same at native speed (README, Development;
+`tests/test_onnx_export.py` runs the int8/int4 checks that way in CI).
 
 Figures (SmolLM2-135M-Instruct, onnxruntime 1.32.0, 2 sentences per language, 2 threads; top-1 / KL in nats):
 
