@@ -46,6 +46,14 @@ def parse_arguments() -> argparse.Namespace:
     return args
 
 
+def timed_decode(context: LlamaContext, batch: TokenBatch, rows: list[tuple[int, int, int, bool]]) -> float:
+    """Seconds one llama_decode of `rows` (token, position, sequence, wants logits) takes."""
+    batch.fill(rows)
+    start = time.perf_counter()
+    context.decode(batch)
+    return time.perf_counter() - start
+
+
 class Contexts:
     """Fresh engine-style contexts of the model's llama.cpp weights."""
 
@@ -62,12 +70,8 @@ class Contexts:
                 batch.fill([(100 + (p * 7) % 1000, p, sequence, p == self.prompt_tokens - 1)
                             for p in range(self.prompt_tokens)])
                 context.decode(batch)
-            times = []
-            for step in range(steps):
-                batch.fill([(200 + step, self.prompt_tokens + step, sequence, True) for sequence in ids])
-                start = time.perf_counter()
-                context.decode(batch)
-                times.append(time.perf_counter() - start)
+            times = [timed_decode(context, batch, [(200 + step, self.prompt_tokens + step, sequence, True)
+                                                   for sequence in ids]) for step in range(steps)]
             return statistics.median(times) * 1000
         finally:
             batch.close()

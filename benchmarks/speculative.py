@@ -183,6 +183,8 @@ def decode_ms(llm, rows: int, repeats: int = 7) -> float:
 
 
 def _decode_ms(llm, rows: int, repeats: int) -> float:
+    from decode_scaling import timed_decode  # the sibling benchmark
+
     from bayling_local.engine.llamacpp import ContextShape, LlamaContext, TokenBatch
 
     context, batch = LlamaContext(llm, ContextShape(1, 512, 128)), TokenBatch(128)
@@ -192,10 +194,7 @@ def _decode_ms(llm, rows: int, repeats: int) -> float:
         times = []
         for _ in range(repeats):
             context.remove(0, 100)
-            batch.fill([(300 + i, 100 + i, 0, True) for i in range(rows)])
-            start = time.perf_counter()
-            context.decode(batch)
-            times.append(time.perf_counter() - start)
+            times.append(timed_decode(context, batch, [(300 + i, 100 + i, 0, True) for i in range(rows)]))
         return statistics.median(times) * 1000
     finally:
         batch.close()
