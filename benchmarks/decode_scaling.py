@@ -42,7 +42,8 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=48)
     args = parser.parse_args()
     if min(args.sequences) < 1 or args.steps < 1 or not 1 <= args.prompt_tokens < CELLS_PER_SEQUENCE - args.steps:
-        parser.error(f"--sequences and --steps must be at least 1; --prompt-tokens + --steps under {CELLS_PER_SEQUENCE}")
+        parser.error(f"--sequences and --steps must be at least 1; "
+                     f"--prompt-tokens + --steps under {CELLS_PER_SEQUENCE}")
     return args
 
 

@@ -122,7 +122,8 @@ def output_layer_8bit(checkpoint: Path, work: Path) -> Path:
 
 def genai_builder_int4(checkpoint: Path, work: Path) -> Path:
     if not shared.genai_installed():
-        raise BaylingError("--variants genai needs onnxruntime-genai and onnx_ir (pip install onnxruntime-genai onnx_ir)")
+        raise BaylingError("--variants genai needs onnxruntime-genai and onnx_ir "
+                           "(pip install onnxruntime-genai onnx_ir)")
     return shared.build_artifact(shared.Artifact("ort-genai int4", "genai", "int4"), checkpoint, work)
 
 

@@ -90,7 +90,7 @@ def cpu_instruction_sets() -> tuple[str, ...]:
     machine = platform.machine().lower()
     if machine in ("arm64", "aarch64"):
         return ("NEON",)
-    flags = _cpu_flags()
+    flags = cpu_flags()
     if cpuid_masked():
         flags = {flag for flag in flags if not flag.startswith(MASKED_FLAG_PREFIXES)}
     return tuple(name for name, linux, darwin in X86_INSTRUCTION_SETS if linux in flags or darwin in flags)
@@ -105,7 +105,7 @@ def cpuid_masked() -> bool:
     """True when this process's CPUID reports no AVX-512 on a CPU that has it (/proc/cpuinfo): a run
     under the AVX2 emulation that tests and benchmarks use. ONNX Runtime and numpy pick kernels by
     CPUID, so the instruction sets that matter are the masked ones; hardware lines say so."""
-    if "avx512f" not in _cpu_flags():
+    if "avx512f" not in cpu_flags():
         return False
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as runtime
@@ -130,7 +130,9 @@ def describe_instruction_sets(found: tuple[str, ...] | None = None) -> str:
     return " ".join(found) + ("; no " + ", no ".join(missing) if missing and found != ("NEON",) else "")
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as the kernel lists them (/proc/cpuinfo; sysctl on macOS), raw names such
+    as `avx512f` or `cpuid_fault`; an empty set where they cannot be read."""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text(errors="replace").splitlines():
