@@ -262,8 +262,9 @@ def build_decoder(source: Checkpoint, hp: LlamaHyperParameters, facts: Checkpoin
     """The ONNX graph of the checkpoint's LlamaForCausalLM, its weights streamed into `data`.
 
     Per layer: packed QKV MatMul -> `GroupQueryAttention` (rotary, causal mask, GQA and the KV cache in one
-    kernel) -> o_proj -> `SkipSimplifiedLayerNormalization` (residual add + RMSNorm) -> SwiGLU MLP -> the
-    next layer's fused residual + norm. About 12 nodes per layer instead of ~50 unfused ones.
+    kernel) -> o_proj -> `SkipSimplifiedLayerNormalization` (residual add + RMSNorm) -> SwiGLU MLP (gate and
+    up packed in one MatMul) -> the next layer's fused residual + norm. About 12 nodes per layer instead of
+    ~50 unfused ones.
     """
     shape = LlamaShape.of(hp)
     float_type = TensorProto.FLOAT16 if dtype == "fp16" else TensorProto.FLOAT
@@ -423,8 +424,12 @@ def _layer(b: _Builder, source: Checkpoint, shape: LlamaShape, i: int, h: str, x
     o = _linear(b, attn, source, f"{p}.self_attn.o_proj")
     key = f"{p}.post_attention_layernorm.weight"
     h, x = _residual_norm(b, o, x, _read(source, key), key, shape.rms_eps)
-    gate = _linear(b, h, source, f"{p}.mlp.gate_proj")
-    up = _linear(b, h, source, f"{p}.mlp.up_proj")
+    # gate and up as one MatMul by [hidden, 2 * intermediate], split after: one kernel launch fewer per
+    # layer (SmolLM2-135M int4 at 2 threads: 0.96x -> 0.99x the GenAI builder's graph, same logits).
+    gate_up_parts = [source.tensors[f"{p}.mlp.{n}_proj.weight"] for n in ("gate", "up")]
+    gate_up = _matmul(b, h, f"{p}.mlp.gate_up_proj", f"{p}_gate_up_proj", gate_up_parts)
+    sizes = b.const([part.rows for part in gate_up_parts])
+    gate, up = b.op("Split", [gate_up, sizes], f"{p}_gate_up_split", outputs=2, axis=-1)
     act = b.op("Mul", [b.op("Mul", [gate, b.op("Sigmoid", [gate])]), up])
     down = _linear(b, act, source, f"{p}.mlp.down_proj")
     return _residual_norm(b, down, x, _read(source, next_norm), next_norm, shape.rms_eps)
