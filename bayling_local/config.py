@@ -1,6 +1,7 @@
 """User settings from `$BAYLING_HOME/config.toml` (for example `model = "bayling-3-8b"`).
 
-Keys: `model`, `device`, `threads`, `context`. Environment variables and command-line options win.
+Keys: `model`, `device`, `threads`, `context`, `pin_threads` and `huge_pages` (true or false).
+Environment variables and command-line options win.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from typing import Any
 
 from bayling_local.errors import UsageError
 
-KNOWN_KEYS = frozenset({"model", "device", "threads", "context"})
+KNOWN_KEYS = frozenset({"model", "device", "threads", "context", "pin_threads", "huge_pages"})
+SWITCHES = ("pin_threads", "huge_pages")
+"""Keys that take true or false."""
 
 
 def config_path():
@@ -35,4 +38,7 @@ def load_config() -> dict[str, Any]:
     unknown = set(data) - KNOWN_KEYS
     if unknown:
         raise UsageError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(KNOWN_KEYS))}")
+    for key in SWITCHES:
+        if not isinstance(data.get(key, True), bool):
+            raise UsageError(f"{path}: {key} must be true or false, not {data[key]!r}")
     return data

@@ -2,7 +2,7 @@
 `accuracy_level` 4 vs 1, block size 32 vs 128, an 8-bit vs a 4-bit output layer, and the thread count.
 
     .venv/bin/python benchmarks/onnx_int4_profile.py CHECKPOINT [--threads 1,2] [--tokens 128] [--repeats 5]
-        [--variants shipped,acc1,bs128,out8,q4_0[,genai]] [--fidelity] [--work DIR] [--json PATH]
+        [--variants shipped,acc1,bs128,out8,apart,unpinned,4k,q4_0[,genai]] [--fidelity] [--work DIR] [--json PATH]
 
 Variants, each built once from CHECKPOINT (a Hugging Face Llama folder) and cached in --work/<folder name>:
   int4            our export as shipped (convert/onnx.py): 4-bit MatMulNBits, block 32, accuracy_level 4
@@ -10,6 +10,9 @@ Variants, each built once from CHECKPOINT (a Hugging Face Llama folder) and cach
   int4 acc1       the same graph and weights with accuracy_level 1 (fp32 activations) on every MatMulNBits
   int4 bs128      exported with --block-size 128
   int4 out8       an 8-bit output layer (`convert --output-bits 8`; a tied embedding then reads its blocks)
+  int4 gate-up apart  the shipped graph with each layer's packed gate+up MatMulNBits as two (same logits)
+  int4 unpinned   the shipped export with ONNX Runtime's threads and the caller not pinned (pin_threads false)
+  int4 4k pages   the shipped export with its weights left in 4 KiB pages (huge_pages false)
   ort-genai int4  (only when asked for: `genai`) the ONNX Runtime GenAI builder's int4 through its C++ generator,
                   the peer a user would pick instead (onnxruntime-genai and onnx_ir installed)
   llama.cpp Q4_0  the baseline, at llama.cpp's defaults for this CPU (extra buffer types / weight repacking on)
@@ -54,6 +57,8 @@ class Variant:
     """`onnx` or `gguf` (onnx_vs_gguf.Artifact's runtime)."""
     build: Callable[[Path, Path], Path]
     """(checkpoint, work folder) -> the artifact's path, built unless a complete one is cached."""
+    load_options: tuple[tuple[str, object], ...] = ()
+    """`LoadOptions` fields that differ from the defaults."""
 
 
 def shipped_int4(checkpoint: Path, work: Path) -> Path:
@@ -77,27 +82,77 @@ def block_128(checkpoint: Path, work: Path) -> Path:
 
 def accuracy_level_1(checkpoint: Path, work: Path) -> Path:
     """The shipped export's graph with accuracy_level 1 (an external weights file is hard-linked, never written)."""
+
+    def rewrite(proto, config: dict) -> None:
+        set_accuracy_level(proto, 1)
+        config["accuracy_level"] = 1
+        config["quantization"]["accuracy_level"] = 1
+
+    return rewritten_shipped(checkpoint, work, "acc1", "MatMulNBits accuracy_level 1", rewrite, load_weights=False)
+
+
+def separate_gate_up(checkpoint: Path, work: Path) -> Path:
+    """The shipped export with each layer's packed gate+up MatMulNBits split back into two (as exports before
+    stop 24, and the GenAI builder's graph, have them): the same weights and logits, one kernel more a layer."""
+    return rewritten_shipped(checkpoint, work, "gate-up-apart", "gate and up as two MatMulNBits",
+                             lambda proto, config: unpack_gate_up(proto), load_weights=True)
+
+
+def rewritten_shipped(checkpoint: Path, work: Path, suffix: str, what: str, rewrite, load_weights: bool) -> Path:
+    """The shipped export with its graph changed by `rewrite(proto, config)`; external weights (if any) are
+    hard-linked, never written, unless `load_weights` (the rewrite changes initializers: saved inline)."""
     import onnx
 
     from bayling_local.backends.onnxrt import CONFIG_FILE
 
     source = shipped_int4(checkpoint, work)
-    path = source.with_name(source.name + "-acc1")
+    path = source.with_name(f"{source.name}-{suffix}")
     if exported(path):
         return path
-    progress(f"writing {path}: the int4 graph with MatMulNBits accuracy_level 1")
+    progress(f"writing {path}: the int4 graph with {what}")
     with staged(path) as staging:
         config = json.loads((source / CONFIG_FILE).read_text("utf-8"))
         for file in source.iterdir():  # the external weights (if any) linked, the rest copied
-            if file.name != config["model_file"]:
+            if file.name != config["model_file"] and not (load_weights and file.name.endswith(".data")):
                 (os.link if file.name.endswith(".data") else shutil.copy2)(file, staging / file.name)
-        proto = onnx.load(source / config["model_file"], load_external_data=False)  # weights stay external
-        set_accuracy_level(proto, 1)
+        proto = onnx.load(source / config["model_file"], load_external_data=load_weights)
+        rewrite(proto, config)
         onnx.save_model(proto, staging / config["model_file"])
-        config["accuracy_level"] = 1
-        config["quantization"]["accuracy_level"] = 1
         write_config(staging / CONFIG_FILE, config)
     return path
+
+
+def unpack_gate_up(proto) -> None:
+    """Each `MatMulNBits` whose output a `Split` cuts in two becomes two MatMulNBits, one per half of its
+    rows (B is [N, blocks, bytes], scales [N * blocks]: a half is a contiguous slice)."""
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    weights = {tensor.name: tensor for tensor in graph.initializer}
+    producers = {node.output[0]: node for node in graph.node}
+    nodes = []
+    for node in graph.node:
+        packed = producers.get(node.input[0]) if node.op_type == "Split" else None
+        if packed is None or packed.op_type != "MatMulNBits":
+            nodes.append(node)
+            continue
+        attributes = {a.name: helper.get_attribute_value(a) for a in packed.attribute}
+        half = attributes["N"] // 2
+        arrays = [numpy_helper.to_array(weights[name]) for name in packed.input[1:]]
+        nodes.remove(packed)
+        for index, output in enumerate(node.output):
+            names = []
+            for name, array in zip(packed.input[1:], arrays):
+                rows = array.shape[0] // 2  # B: N rows; scales: N * blocks entries
+                names.append(f"{name}_half{index}")
+                graph.initializer.append(numpy_helper.from_array(array[index * rows:(index + 1) * rows], names[-1]))
+            nodes.append(helper.make_node("MatMulNBits", [packed.input[0], *names], [output],
+                                          name=f"{packed.name}_half{index}", domain="com.microsoft",
+                                          **{**attributes, "N": half}))
+        for name in [*packed.input[1:], node.input[1]]:  # the packed weights and the split sizes
+            graph.initializer.remove(weights[name])
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def set_accuracy_level(proto, level: int) -> None:
@@ -134,6 +189,11 @@ VARIANTS = (
     Variant("acc1", "int4 acc1", "accuracy_level 1 (fp32 activations)", "onnx", accuracy_level_1),
     Variant("bs128", "int4 bs128", "block size 128", "onnx", block_128),
     Variant("out8", "int4 out8", "8-bit output layer", "onnx", output_layer_8bit),
+    Variant("apart", "int4 gate-up apart", "gate and up as two MatMulNBits", "onnx", separate_gate_up),
+    Variant("unpinned", "int4 unpinned", "threads not pinned (pin_threads false)", "onnx", shipped_int4,
+            (("pin_threads", False),)),
+    Variant("4k", "int4 4k pages", "weights in 4 KiB pages (huge_pages false)", "onnx", shipped_int4,
+            (("huge_pages", False),)),
     Variant("q4_0", BASELINE_LABEL, "baseline, llama.cpp defaults", "gguf", q4_0_gguf),
     Variant("genai", "ort-genai int4", "the ORT GenAI builder's int4, its generator", "genai", genai_builder_int4),
 )
@@ -211,8 +271,8 @@ class Pass:
 
 def measure_pass(variants: list[Variant], paths: dict[str, Path], threads: int, tokens: int, repeats: int) -> Pass:
     measured = Pass(threads, load_average())
-    artifacts = [(shared.Artifact(v.label, v.runtime, "q4_0" if v.runtime == "gguf" else "int4"), paths[v.label])
-                 for v in variants]
+    artifacts = [(shared.Artifact(v.label, v.runtime, "q4_0" if v.runtime == "gguf" else "int4", v.load_options),
+                  paths[v.label]) for v in variants]
     with shared.artifact_workers(artifacts, threads) as workers:  # one process each, as onnx_vs_gguf.py measures
         for label, worker in workers.items():
             measured.settings[label] = worker.call("runtime_settings")

@@ -79,6 +79,8 @@ class Artifact:
     """`onnx` (our export, ONNX Runtime), `genai` (the GenAI builder's, ONNX Runtime) or `gguf` (llama.cpp)."""
     quant: str
     """The converter's name for the type (`int4`, `q4_k_m`)."""
+    load_options: tuple[tuple[str, object], ...] = ()
+    """`LoadOptions` fields other than the defaults (for example `(("pin_threads", False),)`)."""
 
     def path(self, work: Path) -> Path:
         from bayling_local.backends.onnxrt import FORMAT_VERSION
@@ -220,14 +222,17 @@ def artifact_size(path: Path) -> int:
 def load(artifact: Artifact, path: Path, threads: int):
     if artifact.runtime == "genai":
         return GenaiRunner(path, threads)
-    options = LoadOptions(device="cpu", threads=threads, context_length=CONTEXT_LENGTH)
+    options = LoadOptions(device="cpu", threads=threads, context_length=CONTEXT_LENGTH, **dict(artifact.load_options))
     if artifact.runtime == "gguf":
         from bayling_local.backends.llamacpp import LlamaCppBackend
 
         return LlamaCppBackend.load(path, options)
     from bayling_local.backends.onnxrt import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend.load(path, options)
+    backend = OnnxRuntimeBackend.load(path, options)
+    if backend.huge_pages is not None:  # measure the weights where they will stay
+        backend.huge_pages.done.wait()
+    return backend
 
 
 class GenaiRunner:

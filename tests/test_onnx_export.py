@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
 import warnings
 from pathlib import Path
 
@@ -248,6 +250,10 @@ def test_quantized_graphs_use_weight_only_blocks_and_record_them(smollm2_onnx):
         assert {"GroupQueryAttention", "SkipSimplifiedLayerNormalization", "GatherBlockQuantized"} <= ops[quant]
         # symmetric blocks, as ONNX Runtime's MatMulNBits defines them without zero points (input 3 absent)
         assert all(len(n.input) == 3 for n in graphs[quant].node if n.op_type == "MatMulNBits")
+        # per layer: packed QKV, o_proj, packed gate+up (N = 2 x 1536, split after), down; then the output layer
+        shapes = [{a.name: a.i for a in n.attribute if a.name in ("K", "N")} for n in graphs[quant].node
+                  if n.op_type == "MatMulNBits"]
+        assert len(shapes) == 4 * 30 + 1 and shapes.count({"K": 576, "N": 3072}) == 30
         config = json.loads((smollm2_onnx[quant] / "bayling_onnx.json").read_text())
         assert config["precision"] == quant and config["block_size"] == 32 and config["chat_template"]
         assert config["accuracy_level"] == 4 == config["quantization"]["accuracy_level"]
@@ -281,14 +287,81 @@ def test_output_bits_is_refused_for_other_precisions_in_one_line(smollm2_hf_chec
 
 
 def test_runtime_settings_name_provider_threads_and_kernel_precision(smollm2_onnx):
-    backend = OnnxRuntimeBackend.load(smollm2_onnx["int4"], LoadOptions(device="cpu", threads=2))
+    from bayling_local.backends.cpu_pinning import plan_threads
+    from bayling_local.backends.device import core_cpu_sets, physical_cores
+
+    backend = OnnxRuntimeBackend.load(smollm2_onnx["int4"], LoadOptions(device="cpu", threads=1))
     assert backend.runtime_settings() == {
-        "provider": "CPUExecutionProvider", "intra_op_threads": "2", "precision": "int4",
-        "matmulnbits_accuracy_level": "4", "block_size": "32",
+        "provider": "CPUExecutionProvider", "intra_op_threads": "1", "thread_pinning": "off (one thread)",
+        "precision": "int4", "matmulnbits_accuracy_level": "4", "block_size": "32",
     }
     default = OnnxRuntimeBackend.load(smollm2_onnx["fp32"], LoadOptions(device="cpu"))
-    assert default.runtime_settings()["intra_op_threads"].startswith("default")
-    assert default.runtime_settings()["matmulnbits_accuracy_level"] == "-"
+    settings = default.runtime_settings()
+    default_threads = str(physical_cores()) if core_cpu_sets() else "default (one per physical core)"
+    assert settings["intra_op_threads"] == default_threads
+    assert settings["thread_pinning"] == plan_threads(None).describe()
+    assert settings["matmulnbits_accuracy_level"] == "-"
+
+
+def _fake_topology(monkeypatch, cores: list[set[int]]) -> None:
+    import bayling_local.backends.cpu_pinning as pinning
+
+    monkeypatch.setattr(pinning, "core_cpu_sets", lambda: [frozenset(c) for c in cores])
+
+
+def test_thread_plan_gives_each_thread_a_core_of_its_own_or_pins_nothing(monkeypatch):
+    from bayling_local.backends.cpu_pinning import plan_threads
+
+    _fake_topology(monkeypatch, [{0, 4}, {1, 5}, {2, 6}, {3, 7}])  # 4 cores with SMT
+    plan = plan_threads(None)
+    assert plan.threads == 4 and plan.caller == {0, 4}
+    assert plan.ort_affinities() == "2,6;3,7;4,8"  # ONNX Runtime counts processors from 1
+    assert plan_threads(2).ort_affinities() == "2,6"
+    assert plan_threads(5).describe() == "off (5 threads on 4 physical cores)"
+    assert plan_threads(1).describe() == "off (one thread)"
+    unpinned = plan_threads(2, pin=False)
+    assert unpinned.describe() == "off (pin_threads is false)" and unpinned.threads == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2, reason="needs Linux and 2 CPUs")
+def test_onnx_workers_and_caller_are_pinned_during_runs_and_the_caller_is_restored(smollm2_onnx):
+    from bayling_local.backends.device import core_cpu_sets
+
+    cores = core_cpu_sets()
+    if not cores or len(cores) < 2:
+        pytest.skip("needs 2 physical cores in the CPU affinity")
+    before = os.sched_getaffinity(0)
+    backend = OnnxRuntimeBackend.load(smollm2_onnx["int4"], LoadOptions(device="cpu", threads=2))
+    caller_tid = threading.get_native_id()
+    seen: set[frozenset[int]] = set()
+    done = threading.Event()
+
+    def watch() -> None:  # what the kernel says the caller may run on, while it generates
+        while not done.is_set():
+            seen.add(_cpus_allowed(caller_tid))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        backend.generate_batch(["Once upon a time"], GenerationConfig(max_tokens=24, temperature=0, ignore_eos=True))
+    finally:
+        done.set()
+        watcher.join()
+    caller, worker = cores[:2]
+    assert caller in seen  # pinned while running
+    assert os.sched_getaffinity(0) == before  # and given back its CPUs
+    workers = {_cpus_allowed(int(tid)) for tid in os.listdir("/proc/self/task")}
+    assert worker in workers  # ONNX Runtime's worker on the second core
+
+
+def _cpus_allowed(tid: int) -> frozenset[int]:
+    status = Path(f"/proc/self/task/{tid}/status").read_text()
+    listed = next(line.split()[1] for line in status.splitlines() if line.startswith("Cpus_allowed_list"))
+    cpus = set()
+    for part in listed.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return frozenset(cpus)
 
 
 def test_old_dynamic_int8_export_warns_on_a_cpu_without_vnni(smollm2_onnx, tmp_path, monkeypatch):
@@ -535,3 +608,39 @@ def test_export_records_the_chat_format_and_open_model_uses_it(tiny_bayling3_exp
     with pytest.raises(UsageError, match="unknown chat format 'llama-9'"):
         to_onnx(checkpoint, tmp_path / "bad", "fp32", chat_format="llama-9")
     assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.partial").exists()
+
+
+def test_huge_page_spans_are_the_memory_mapped_during_the_load_in_whole_2_mib_pages():
+    from bayling_local.backends.huge_pages import HUGE_PAGE, aligned, new_spans
+
+    mb = 1 << 20
+    before = [(0, 10 * mb), (40 * mb, 50 * mb)]
+    after = [(0, 30 * mb), (40 * mb, 50 * mb), (60 * mb + 4096, 70 * mb)]  # the heap grew; a new mapping
+    assert new_spans(before, after) == [(10 * mb, 30 * mb), (60 * mb + 4096, 70 * mb)]
+    assert aligned((60 * mb + 4096, 70 * mb)) == (62 * mb, 70 * mb)  # whole huge pages inside only
+    assert aligned((0, 3 * mb)) is None  # under 4 MiB: at most one huge page, not worth a call
+    assert HUGE_PAGE == 2 * mb
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").is_file(), reason="Linux only")
+def test_onnx_weights_go_into_huge_pages_and_logits_stay_the_same(smollm2_onnx):
+    def huge_kb() -> int:
+        lines = Path("/proc/self/smaps_rollup").read_text().splitlines()
+        line = next(entry for entry in lines if entry.startswith("AnonHugePages"))
+        return int(line.split()[1])
+
+    ids = list(range(100, 140))
+    plain = OnnxRuntimeBackend.load(smollm2_onnx["int4"], LoadOptions(device="cpu", threads=1, huge_pages=False))
+    assert plain.runtime_settings()["huge_pages"] == "off"
+    expected = plain.logits(ids)
+    plain.close()
+    backend = OnnxRuntimeBackend.load(smollm2_onnx["int4"], LoadOptions(device="cpu", threads=1))
+    collapse = backend.huge_pages
+    assert collapse is not None and collapse.done.wait(120)
+    assert collapse.requested >= 40 << 20  # the prepacked weights: most of the 118 MB export
+    if not collapse.collapsed and not collapse.advised:
+        pytest.skip(f"the kernel refused huge pages here: {collapse.describe()}")
+    if collapse.collapsed:
+        assert huge_kb() * 1024 >= collapse.collapsed  # the kernel's own count agrees
+    assert backend.runtime_settings()["huge_pages"] == collapse.describe()
+    np.testing.assert_array_equal(backend.logits(ids), expected)

@@ -29,7 +29,9 @@ from bayling_local.backends.base import (
     TextStream,
     resolve_context_length,
 )
+from bayling_local.backends.cpu_pinning import ThreadPlan, plan_threads
 from bayling_local.backends.decoding import TextAssembler, prompt_token_ids, stop_token_set
+from bayling_local.backends.huge_pages import Collapse, anonymous_memory, collapse_new_memory
 from bayling_local.errors import (
     BackendUnavailableError,
     ContextOverflowError,
@@ -85,8 +87,11 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, session: Any, tokenizer: Any, config: dict, info: ModelInfo):
+    def __init__(self, session: Any, tokenizer: Any, config: dict, info: ModelInfo, threads: ThreadPlan | None = None,
+                 huge_pages: Collapse | None = None):
         self._session = session
+        self._threads = threads or ThreadPlan(0, reason="not given")
+        self._huge_pages = huge_pages
         self._tokenizer = tokenizer
         self._config = config
         self.info = info
@@ -111,9 +116,19 @@ class OnnxRuntimeBackend:
                 stacklevel=2,
             )
         _warn_if_saturating_int8(config, folder)
-        session = _open_session(model_file, providers, options)
+        threads = _thread_plan(providers, options)
+        memory_before = anonymous_memory() if device == "cpu" and options.huge_pages else None
+        session = _open_session(model_file, providers, threads)
         _check_graph(session, config, model_file)
-        return cls(session, tokenizer, config, _model_info(config, tokenizer, options, device))
+        huge_pages = collapse_new_memory(memory_before) if memory_before is not None else None
+        info = _model_info(config, tokenizer, options, device)
+        return cls(session, tokenizer, config, info, threads, huge_pages)
+
+    @property
+    def huge_pages(self) -> Collapse | None:
+        """The collapse of this model's weights into 2 MiB pages (None when not asked for); `done` is set
+        once the kernel has answered."""
+        return self._huge_pages
 
     def runtime_settings(self) -> dict[str, str]:
         """What ONNX Runtime runs this model with, for `doctor`, `bench speed` and benchmark headers."""
@@ -122,6 +137,8 @@ class OnnxRuntimeBackend:
         return {
             "provider": self._session.get_providers()[0],
             "intra_op_threads": str(threads) if threads else "default (one per physical core)",
+            "thread_pinning": self._threads.describe(),
+            "huge_pages": self._huge_pages.describe() if self._huge_pages else "off",
             "precision": str(self._config.get("precision", "unknown")),
             "matmulnbits_accuracy_level": str(level) if level is not None else _legacy_level(self._config),
             "block_size": str(self._config.get("block_size") or "-"),
@@ -221,15 +238,16 @@ class OnnxRuntimeBackend:
         cache = self._new_cache(len(prompts), int(lengths.max()) + budget)
         logits = np.stack([self._prefill(cache, row, ids) for row, ids in enumerate(prompts)])
         step_binding = self._binding(cache, rows=range(len(prompts)))
+        inputs = _StepInputs(len(prompts), cache.shape[2])
         step: list[int | None] = []
         for index in range(budget):
             if cancel is not None and cancel.is_set():
                 yield None
                 return
             if index:  # feed the tokens just picked; each row appends at its own length
-                input_ids = np.array([[t if t is not None else self._pad_id] for t in step], dtype=np.int64)
+                inputs.ids[:, 0] = [t if t is not None else self._pad_id for t in step]
                 lengths += 1
-                logits = self._run(step_binding, input_ids, _right_padded_mask(lengths))[:, -1]
+                logits = self._run(step_binding, inputs.ids, inputs.mask(lengths))[:, -1]
             step = []
             for i, sampler in enumerate(samplers):
                 if done[i] or (finished is not None and finished[i] is not None):
@@ -278,6 +296,7 @@ class OnnxRuntimeBackend:
             binding.bind_output("logits", "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
         else:
             binding.bind_output("logits", "cpu")
+        binding.bind_cpu_input("num_logits_to_keep", _LAST_ONLY if last_logits else _EVERY_POSITION)
         past, present = self._past_names()
         for index, (past_name, present_name) in enumerate(zip(past, present)):
             cache.bind(binding, index, rows, past_name, present_name)
@@ -289,8 +308,8 @@ class OnnxRuntimeBackend:
         binding = bound.binding
         binding.bind_cpu_input("input_ids", input_ids)
         binding.bind_cpu_input("attention_mask", mask)
-        binding.bind_cpu_input("num_logits_to_keep", _LAST_ONLY if bound.logits is not None else _EVERY_POSITION)
-        self._session.run_with_iobinding(binding)
+        with self._threads.calling_thread():
+            self._session.run_with_iobinding(binding)
         return bound.logits if bound.logits is not None else binding.get_outputs()[0].numpy()
 
     def _past_names(self) -> tuple[list[str], list[str]]:
@@ -408,6 +427,25 @@ class _Binding:
     logits: np.ndarray | None
 
 
+class _StepInputs:
+    """A decode step's `input_ids` and attention mask, in arrays reused from step to step.
+
+    Python work between two runs is slow: each run evicts the interpreter's data from the caches (an
+    arg-max over SmolLM2's logits takes 3 us in a loop, 35 us right after a run), so a step allocates
+    nothing it can reuse.
+    """
+
+    def __init__(self, rows: int, capacity: int):
+        self.ids = np.empty((rows, 1), dtype=np.int64)
+        self._ones = np.ones((1, capacity), dtype=np.int64) if rows == 1 else None
+
+    def mask(self, lengths: np.ndarray) -> np.ndarray:
+        """The right-padded mask of rows holding `lengths` tokens (one row: a view, nothing computed)."""
+        if self._ones is not None:
+            return self._ones[:, : int(lengths[0])]
+        return _right_padded_mask(lengths)
+
+
 def _right_padded_mask(lengths: np.ndarray) -> np.ndarray:
     """[batch, longest] mask with `lengths[b]` leading ones: the graph reads each row's cache length from it."""
     return (np.arange(int(lengths.max()))[None, :] < lengths[:, None]).astype(np.int64)
@@ -504,12 +542,20 @@ def _load_tokenizer(folder: Path) -> Any:
         raise InvalidModelFileError(f"could not load the tokenizer in {folder}: {_one_line(exc)}") from exc
 
 
-def _open_session(model_file: Path, providers: list[str], options: LoadOptions) -> Any:
+def _thread_plan(providers: list[str], options: LoadOptions) -> ThreadPlan:
+    if providers[0] != "CPUExecutionProvider":
+        return ThreadPlan(options.threads or 0, reason="the model runs on a GPU")
+    return plan_threads(options.threads, options.pin_threads)
+
+
+def _open_session(model_file: Path, providers: list[str], threads: ThreadPlan) -> Any:
     import onnxruntime
 
     session_options = onnxruntime.SessionOptions()
-    if options.threads:
-        session_options.intra_op_num_threads = options.threads
+    if threads.threads:
+        session_options.intra_op_num_threads = threads.threads
+    if threads.pinned:
+        session_options.add_session_config_entry("session.intra_op_thread_affinities", threads.ort_affinities())
     session_options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
         # By path, never from bytes: external weight data (`model.onnx.data`) is found beside it.
