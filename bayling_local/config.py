@@ -1,6 +1,6 @@
 """User settings from `$BAYLING_HOME/config.toml` (for example `model = "bayling-3-8b"`).
 
-Keys: `model`, `device`, `threads`, `context`, `pin_threads` and `huge_pages` (true or false).
+Keys: `model`, `device`, `threads`, `context`, `huge_pages` (true or false).
 Environment variables and command-line options win.
 """
 
@@ -11,8 +11,8 @@ from typing import Any
 
 from bayling_local.errors import UsageError
 
-KNOWN_KEYS = frozenset({"model", "device", "threads", "context", "pin_threads", "huge_pages"})
-SWITCHES = ("pin_threads", "huge_pages")
+KNOWN_KEYS = frozenset({"model", "device", "threads", "context", "huge_pages"})
+SWITCHES = ("huge_pages",)
 """Keys that take true or false."""
 
 

@@ -2,7 +2,7 @@
 `accuracy_level` 4 vs 1, block size 32 vs 128, an 8-bit vs a 4-bit output layer, and the thread count.
 
     .venv/bin/python benchmarks/onnx_int4_profile.py CHECKPOINT [--threads 1,2] [--tokens 128] [--repeats 5]
-        [--variants shipped,acc1,bs128,out8,apart,unpinned,4k,q4_0[,genai]] [--fidelity] [--work DIR] [--json PATH]
+        [--variants shipped,acc1,bs128,out8,apart,4k,q4_0[,genai]] [--fidelity] [--work DIR] [--json PATH]
 
 Variants, each built once from CHECKPOINT (a Hugging Face Llama folder) and cached in --work/<folder name>:
   int4            our export as shipped (convert/onnx.py): 4-bit MatMulNBits, block 32, accuracy_level 4
@@ -11,7 +11,6 @@ Variants, each built once from CHECKPOINT (a Hugging Face Llama folder) and cach
   int4 bs128      exported with --block-size 128
   int4 out8       an 8-bit output layer (`convert --output-bits 8`; a tied embedding then reads its blocks)
   int4 gate-up apart  the shipped graph with each layer's packed gate+up MatMulNBits as two (same logits)
-  int4 unpinned   the shipped export with ONNX Runtime's threads and the caller not pinned (pin_threads false)
   int4 4k pages   the shipped export with its weights left in 4 KiB pages (huge_pages false)
   ort-genai int4  (only when asked for: `genai`) the ONNX Runtime GenAI builder's int4 through its C++ generator,
                   the peer a user would pick instead (onnxruntime-genai and onnx_ir installed)
@@ -190,8 +189,6 @@ VARIANTS = (
     Variant("bs128", "int4 bs128", "block size 128", "onnx", block_128),
     Variant("out8", "int4 out8", "8-bit output layer", "onnx", output_layer_8bit),
     Variant("apart", "int4 gate-up apart", "gate and up as two MatMulNBits", "onnx", separate_gate_up),
-    Variant("unpinned", "int4 unpinned", "threads not pinned (pin_threads false)", "onnx", shipped_int4,
-            (("pin_threads", False),)),
     Variant("4k", "int4 4k pages", "weights in 4 KiB pages (huge_pages false)", "onnx", shipped_int4,
             (("huge_pages", False),)),
     Variant("q4_0", BASELINE_LABEL, "baseline, llama.cpp defaults", "gguf", q4_0_gguf),

@@ -80,7 +80,7 @@ class Artifact:
     quant: str
     """The converter's name for the type (`int4`, `q4_k_m`)."""
     load_options: tuple[tuple[str, object], ...] = ()
-    """`LoadOptions` fields other than the defaults (for example `(("pin_threads", False),)`)."""
+    """`LoadOptions` fields other than the defaults (for example `(("huge_pages", False),)`)."""
 
     def path(self, work: Path) -> Path:
         from bayling_local.backends.onnxrt import FORMAT_VERSION

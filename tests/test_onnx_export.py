@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import threading
 import warnings
 from pathlib import Path
 
@@ -287,81 +285,14 @@ def test_output_bits_is_refused_for_other_precisions_in_one_line(smollm2_hf_chec
 
 
 def test_runtime_settings_name_provider_threads_and_kernel_precision(smollm2_onnx):
-    from bayling_local.backends.cpu_pinning import plan_threads
-    from bayling_local.backends.device import core_cpu_sets, physical_cores
-
-    backend = OnnxRuntimeBackend.load(smollm2_onnx["int4"], LoadOptions(device="cpu", threads=1))
+    backend = OnnxRuntimeBackend.load(smollm2_onnx["int4"], LoadOptions(device="cpu", threads=2, huge_pages=False))
     assert backend.runtime_settings() == {
-        "provider": "CPUExecutionProvider", "intra_op_threads": "1", "thread_pinning": "off (one thread)",
-        "precision": "int4", "matmulnbits_accuracy_level": "4", "block_size": "32",
+        "provider": "CPUExecutionProvider", "intra_op_threads": "2", "huge_pages": "off", "precision": "int4",
+        "matmulnbits_accuracy_level": "4", "block_size": "32",
     }
     default = OnnxRuntimeBackend.load(smollm2_onnx["fp32"], LoadOptions(device="cpu"))
-    settings = default.runtime_settings()
-    default_threads = str(physical_cores()) if core_cpu_sets() else "default (one per physical core)"
-    assert settings["intra_op_threads"] == default_threads
-    assert settings["thread_pinning"] == plan_threads(None).describe()
-    assert settings["matmulnbits_accuracy_level"] == "-"
-
-
-def _fake_topology(monkeypatch, cores: list[set[int]]) -> None:
-    import bayling_local.backends.cpu_pinning as pinning
-
-    monkeypatch.setattr(pinning, "core_cpu_sets", lambda: [frozenset(c) for c in cores])
-
-
-def test_thread_plan_gives_each_thread_a_core_of_its_own_or_pins_nothing(monkeypatch):
-    from bayling_local.backends.cpu_pinning import plan_threads
-
-    _fake_topology(monkeypatch, [{0, 4}, {1, 5}, {2, 6}, {3, 7}])  # 4 cores with SMT
-    plan = plan_threads(None)
-    assert plan.threads == 4 and plan.caller == {0, 4}
-    assert plan.ort_affinities() == "2,6;3,7;4,8"  # ONNX Runtime counts processors from 1
-    assert plan_threads(2).ort_affinities() == "2,6"
-    assert plan_threads(5).describe() == "off (5 threads on 4 physical cores)"
-    assert plan_threads(1).describe() == "off (one thread)"
-    unpinned = plan_threads(2, pin=False)
-    assert unpinned.describe() == "off (pin_threads is false)" and unpinned.threads == 2
-
-
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2, reason="needs Linux and 2 CPUs")
-def test_onnx_workers_and_caller_are_pinned_during_runs_and_the_caller_is_restored(smollm2_onnx):
-    from bayling_local.backends.device import core_cpu_sets
-
-    cores = core_cpu_sets()
-    if not cores or len(cores) < 2:
-        pytest.skip("needs 2 physical cores in the CPU affinity")
-    before = os.sched_getaffinity(0)
-    backend = OnnxRuntimeBackend.load(smollm2_onnx["int4"], LoadOptions(device="cpu", threads=2))
-    caller_tid = threading.get_native_id()
-    seen: set[frozenset[int]] = set()
-    done = threading.Event()
-
-    def watch() -> None:  # what the kernel says the caller may run on, while it generates
-        while not done.is_set():
-            seen.add(_cpus_allowed(caller_tid))
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        backend.generate_batch(["Once upon a time"], GenerationConfig(max_tokens=24, temperature=0, ignore_eos=True))
-    finally:
-        done.set()
-        watcher.join()
-    caller, worker = cores[:2]
-    assert caller in seen  # pinned while running
-    assert os.sched_getaffinity(0) == before  # and given back its CPUs
-    workers = {_cpus_allowed(int(tid)) for tid in os.listdir("/proc/self/task")}
-    assert worker in workers  # ONNX Runtime's worker on the second core
-
-
-def _cpus_allowed(tid: int) -> frozenset[int]:
-    status = Path(f"/proc/self/task/{tid}/status").read_text()
-    listed = next(line.split()[1] for line in status.splitlines() if line.startswith("Cpus_allowed_list"))
-    cpus = set()
-    for part in listed.split(","):
-        first, _, last = part.partition("-")
-        cpus.update(range(int(first), int(last or first) + 1))
-    return frozenset(cpus)
+    assert default.runtime_settings()["intra_op_threads"].startswith("default")
+    assert default.runtime_settings()["matmulnbits_accuracy_level"] == "-"
 
 
 def test_old_dynamic_int8_export_warns_on_a_cpu_without_vnni(smollm2_onnx, tmp_path, monkeypatch):
@@ -610,16 +541,21 @@ def test_export_records_the_chat_format_and_open_model_uses_it(tiny_bayling3_exp
     assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.partial").exists()
 
 
-def test_huge_page_spans_are_the_memory_mapped_during_the_load_in_whole_2_mib_pages():
-    from bayling_local.backends.huge_pages import HUGE_PAGE, aligned, new_spans
+def test_huge_pages_are_asked_for_dense_anonymous_regions_in_whole_2_mib_pages():
+    from bayling_local.backends.huge_pages import HUGE_PAGE, _regions, aligned
 
     mb = 1 << 20
-    before = [(0, 10 * mb), (40 * mb, 50 * mb)]
-    after = [(0, 30 * mb), (40 * mb, 50 * mb), (60 * mb + 4096, 70 * mb)]  # the heap grew; a new mapping
-    assert new_spans(before, after) == [(10 * mb, 30 * mb), (60 * mb + 4096, 70 * mb)]
     assert aligned((60 * mb + 4096, 70 * mb)) == (62 * mb, 70 * mb)  # whole huge pages inside only
     assert aligned((0, 3 * mb)) is None  # under 4 MiB: at most one huge page, not worth a call
     assert HUGE_PAGE == 2 * mb
+    smaps = (
+        "7f0000000000-7f0000a00000 rw-p 00000000 00:00 0 \nSize:  10240 kB\nRss:  10000 kB\nAnonHugePages: 0 kB\n"
+        "VmFlags: rd wr mr mw me ac \n"
+        "55d0c0000000-55d0c0100000 r--p 00000000 08:01 123 /usr/bin/python3.11\nSize:  1024 kB\nRss:  512 kB\n"
+    )
+    regions = list(_regions(smaps))
+    assert [header.split()[0] for header, _ in regions] == ["7f0000000000-7f0000a00000", "55d0c0000000-55d0c0100000"]
+    assert regions[0][1]["Rss"] == 10000 * 1024 and regions[1][1]["Size"] == 1024 * 1024
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps_rollup").is_file(), reason="Linux only")
@@ -637,7 +573,7 @@ def test_onnx_weights_go_into_huge_pages_and_logits_stay_the_same(smollm2_onnx):
     backend = OnnxRuntimeBackend.load(smollm2_onnx["int4"], LoadOptions(device="cpu", threads=1))
     collapse = backend.huge_pages
     assert collapse is not None and collapse.done.wait(120)
-    assert collapse.requested >= 40 << 20  # the prepacked weights: most of the 118 MB export
+    assert collapse.requested >= 40 << 20 or huge_kb() >= 40 << 10  # the prepacked weights (or done before)
     if not collapse.collapsed and not collapse.advised:
         pytest.skip(f"the kernel refused huge pages here: {collapse.describe()}")
     if collapse.collapsed:

@@ -48,10 +48,6 @@ class LoadOptions:
     threads: int | None = None
     """CPU threads for generation; None lets the backend choose (one per physical core in the process's
     CPU affinity for llama.cpp, as llama.cpp itself does; ONNX Runtime's own default, also physical cores)."""
-    pin_threads: bool = True
-    """ONNX Runtime on the CPU: pin its worker threads one per physical core and the calling thread to a
-    core of its own during each run (Linux; only when every thread gets a core). False leaves them to the
-    scheduler, for machines shared with other busy processes (config file key `pin_threads`)."""
     huge_pages: bool = True
     """ONNX Runtime on the CPU: put the weights it loaded into 2 MiB pages (Linux, `madvise(MADV_COLLAPSE)`)
     for fewer TLB misses per token; False leaves them in 4 KiB pages (config file key `huge_pages`)."""

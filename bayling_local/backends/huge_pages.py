@@ -4,9 +4,11 @@ Every decode step reads every weight once. In 4 KiB pages the weights of even a 
 span tens of thousands of pages, far more than the TLB holds, so each step pays a page walk for most of
 them; in a VM each walk goes through two page tables. Most distributions set transparent huge pages to
 `madvise`: memory gets 2 MiB pages only where the program asks, and ONNX Runtime does not ask for the
-weights it prepacks at load. So after a session is created, the anonymous memory that appeared during the
-load is collapsed into huge pages with `madvise(MADV_COLLAPSE)` (Linux 6.1+, synchronous, whatever the
-THP sysfs mode). On older kernels `MADV_HUGEPAGE` lets khugepaged do it over time.
+weights it prepacks at load. So after a session is created, the process's large, densely used anonymous
+memory (the weights, wherever the allocator put them, reused memory of an unloaded model included) is
+collapsed into huge pages with `madvise(MADV_COLLAPSE)` (Linux 6.1+, synchronous, whatever the THP sysfs
+mode). On older kernels `MADV_HUGEPAGE` lets khugepaged do it over time. Sparse regions are left alone:
+collapsing fills a whole 2 MiB page, which would grow resident memory.
 
 On a 2-core AMX Xeon VM, SmolLM2-135M int4 through this backend: 87-90 -> 95 tok/s at 1 thread,
 144-147 -> 152 at 2, resident memory +0.5-2 MB (`benchmarks/onnx_int4_profile.py --variants
@@ -28,6 +30,8 @@ from pathlib import Path
 HUGE_PAGE = 2 << 20
 MIN_REGION = 2 * HUGE_PAGE
 """Smaller regions hold at most one aligned huge page: not worth a system call."""
+DENSE = 0.9
+"""Collapsed only where this share of a region is resident: a sparse one would grow to whole pages."""
 MADV_HUGEPAGE = 14
 MADV_COLLAPSE = 25
 _EINVAL = 22
@@ -35,25 +39,42 @@ _EINVAL = 22
 Span = tuple[int, int]
 
 
-def anonymous_memory() -> list[Span] | None:
-    """The process's anonymous read-write memory regions ([start, end) addresses), or None where
-    `/proc/self/maps` cannot be read (not Linux)."""
+def dense_anonymous_memory() -> list[Span] | None:
+    """The process's anonymous read-write regions ([start, end) addresses) of MIN_REGION or more that are
+    at least DENSE resident and not yet all in huge pages; None where `/proc/self/smaps` cannot be read
+    (not Linux)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        lines = Path("/proc/self/maps").read_text("ascii", errors="replace").splitlines()
+        text = Path("/proc/self/smaps").read_text("ascii", errors="replace")
     except OSError:
         return None
     spans = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 5 or not fields[1].startswith("rw"):
-            continue
-        if len(fields) > 5 and fields[5] != "[heap]":  # files, stacks, vdso
-            continue
-        start, end = (int(x, 16) for x in fields[0].split("-"))
-        spans.append((start, end))
+    for region in _regions(text):
+        header, fields = region
+        parts = header.split()
+        anonymous = len(parts) < 6 or parts[5] == "[heap]"  # not a file, stack or vdso
+        start, end = (int(x, 16) for x in parts[0].split("-"))
+        size, resident = end - start, fields.get("Rss", 0)
+        if (anonymous and parts[1].startswith("rw") and size >= MIN_REGION and resident >= DENSE * size
+                and fields.get("AnonHugePages", 0) < resident):
+            spans.append((start, end))
     return spans
+
+
+def _regions(smaps: str) -> Iterable[tuple[str, dict[str, int]]]:
+    """(header line, {field: bytes}) per region of /proc/self/smaps."""
+    header, fields = None, {}
+    for line in smaps.splitlines():
+        name, _, rest = line.partition(":")
+        if " " not in name and rest.strip().endswith("kB"):
+            fields[name] = int(rest.split()[0]) * 1024
+        elif "-" in line.split(" ", 1)[0]:
+            if header is not None:
+                yield header, fields
+            header, fields = line, {}
+    if header is not None:
+        yield header, fields
 
 
 def system_mode() -> str:
@@ -66,23 +87,6 @@ def system_mode() -> str:
         return "no transparent huge pages in this kernel: weights stay in 4 KiB pages"
     mode = next((word.strip("[]") for word in enabled.split() if word.startswith("[")), enabled.strip())
     return f"weights collapsed into 2 MiB pages after loading (system THP mode: {mode})"
-
-
-def new_spans(before: Iterable[Span], after: Iterable[Span]) -> list[Span]:
-    """The parts of `after` not covered by `before` (regions mapped or grown in between)."""
-    old = sorted(before)
-    result = []
-    for start, end in sorted(after):
-        cursor = start
-        for old_start, old_end in old:
-            if old_end <= cursor or old_start >= end:
-                continue
-            if old_start > cursor:
-                result.append((cursor, old_start))
-            cursor = max(cursor, old_end)
-        if cursor < end:
-            result.append((cursor, end))
-    return result
 
 
 def aligned(span: Span) -> Span | None:
@@ -108,22 +112,19 @@ class Collapse:
         if not self.done.is_set():
             return f"collapsing {self.requested >> 20} MB into 2 MiB pages"
         if not self.requested:
-            return "off (no new anonymous memory, or not Linux)"
+            return "nothing to collapse (no large dense anonymous memory, or not Linux)"
         parts = [f"{self.collapsed >> 20} of {self.requested >> 20} MB collapsed into 2 MiB pages"]
         if self.advised:
             parts.append(f"{self.advised >> 20} MB left to khugepaged (MADV_HUGEPAGE)")
         return "; ".join(parts)
 
 
-def collapse_new_memory(before: list[Span] | None) -> Collapse:
-    """Start putting the anonymous memory mapped since `before` (from `anonymous_memory()`) into huge
-    pages, on a daemon thread; returns at once."""
+def collapse_dense_memory() -> Collapse:
+    """Start putting the process's large, dense anonymous memory (a model just loaded) into huge pages, on
+    a daemon thread; returns at once."""
     result = Collapse()
-    after = anonymous_memory()
-    if before is None or after is None:
-        result.done.set()
-        return result
-    spans = [s for s in map(aligned, new_spans(before, after)) if s is not None]
+    regions = dense_anonymous_memory()
+    spans = [s for s in map(aligned, regions or []) if s is not None]
     result.requested = sum(end - start for start, end in spans)
     if not spans:
         result.done.set()

@@ -29,9 +29,8 @@ from bayling_local.backends.base import (
     TextStream,
     resolve_context_length,
 )
-from bayling_local.backends.cpu_pinning import ThreadPlan, plan_threads
 from bayling_local.backends.decoding import TextAssembler, prompt_token_ids, stop_token_set
-from bayling_local.backends.huge_pages import Collapse, anonymous_memory, collapse_new_memory
+from bayling_local.backends.huge_pages import Collapse, collapse_dense_memory
 from bayling_local.errors import (
     BackendUnavailableError,
     ContextOverflowError,
@@ -87,10 +86,8 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, session: Any, tokenizer: Any, config: dict, info: ModelInfo, threads: ThreadPlan | None = None,
-                 huge_pages: Collapse | None = None):
+    def __init__(self, session: Any, tokenizer: Any, config: dict, info: ModelInfo, huge_pages: Collapse | None = None):
         self._session = session
-        self._threads = threads or ThreadPlan(0, reason="not given")
         self._huge_pages = huge_pages
         self._tokenizer = tokenizer
         self._config = config
@@ -116,13 +113,11 @@ class OnnxRuntimeBackend:
                 stacklevel=2,
             )
         _warn_if_saturating_int8(config, folder)
-        threads = _thread_plan(providers, options)
-        memory_before = anonymous_memory() if device == "cpu" and options.huge_pages else None
-        session = _open_session(model_file, providers, threads)
+        session = _open_session(model_file, providers, options)
         _check_graph(session, config, model_file)
-        huge_pages = collapse_new_memory(memory_before) if memory_before is not None else None
+        huge_pages = collapse_dense_memory() if device == "cpu" and options.huge_pages else None
         info = _model_info(config, tokenizer, options, device)
-        return cls(session, tokenizer, config, info, threads, huge_pages)
+        return cls(session, tokenizer, config, info, huge_pages)
 
     @property
     def huge_pages(self) -> Collapse | None:
@@ -137,7 +132,6 @@ class OnnxRuntimeBackend:
         return {
             "provider": self._session.get_providers()[0],
             "intra_op_threads": str(threads) if threads else "default (one per physical core)",
-            "thread_pinning": self._threads.describe(),
             "huge_pages": self._huge_pages.describe() if self._huge_pages else "off",
             "precision": str(self._config.get("precision", "unknown")),
             "matmulnbits_accuracy_level": str(level) if level is not None else _legacy_level(self._config),
@@ -308,8 +302,7 @@ class OnnxRuntimeBackend:
         binding = bound.binding
         binding.bind_cpu_input("input_ids", input_ids)
         binding.bind_cpu_input("attention_mask", mask)
-        with self._threads.calling_thread():
-            self._session.run_with_iobinding(binding)
+        self._session.run_with_iobinding(binding)
         return bound.logits if bound.logits is not None else binding.get_outputs()[0].numpy()
 
     def _past_names(self) -> tuple[list[str], list[str]]:
@@ -542,20 +535,12 @@ def _load_tokenizer(folder: Path) -> Any:
         raise InvalidModelFileError(f"could not load the tokenizer in {folder}: {_one_line(exc)}") from exc
 
 
-def _thread_plan(providers: list[str], options: LoadOptions) -> ThreadPlan:
-    if providers[0] != "CPUExecutionProvider":
-        return ThreadPlan(options.threads or 0, reason="the model runs on a GPU")
-    return plan_threads(options.threads, options.pin_threads)
-
-
-def _open_session(model_file: Path, providers: list[str], threads: ThreadPlan) -> Any:
+def _open_session(model_file: Path, providers: list[str], options: LoadOptions) -> Any:
     import onnxruntime
 
     session_options = onnxruntime.SessionOptions()
-    if threads.threads:
-        session_options.intra_op_num_threads = threads.threads
-    if threads.pinned:
-        session_options.add_session_config_entry("session.intra_op_thread_affinities", threads.ort_affinities())
+    if options.threads:
+        session_options.intra_op_num_threads = options.threads
     session_options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
         # By path, never from bytes: external weight data (`model.onnx.data`) is found beside it.

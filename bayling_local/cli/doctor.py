@@ -32,19 +32,9 @@ def doctor() -> None:
     if reports[0].installed:
         print(f"llama.cpp extra buffer types (weight repacking): {llama_cpp_extra_buffers_default()}")
     if reports[1].installed:
-        print(f"ONNX Runtime on the CPU: threads {onnx_cpu_threads()}; {onnx_huge_pages()}")
+        print(f"ONNX Runtime on the CPU: {onnx_huge_pages()}")
     for line in auto_on_this_cpu():
         print(line)
-
-
-def onnx_cpu_threads() -> str:
-    """How many intra-op threads an ONNX model loaded with the configured settings gets, and where."""
-    from bayling_local.backends.cpu_pinning import plan_threads
-    from bayling_local.config import load_config
-
-    config = load_config()
-    plan = plan_threads(config.get("threads"), config.get("pin_threads", True))
-    return f"{plan.threads or 'ONNX Runtime default'}, pinning {plan.describe()}"
 
 
 def onnx_huge_pages() -> str:

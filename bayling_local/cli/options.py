@@ -88,7 +88,6 @@ def load_options(
         device=device,
         threads=threads or config.get("threads"),
         context_length=context or config.get("context"),
-        pin_threads=config.get("pin_threads", True),
         huge_pages=config.get("huge_pages", True),
         speculation=speculation,
     )
