@@ -43,6 +43,7 @@ from bayling_local.errors import BaylingError
 
 BASELINE_LABEL = "llama.cpp Q4_0"
 SHIPPED_LABEL = "int4"
+GENAI_LABEL = "ort-genai int4"
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ def genai_builder_int4(checkpoint: Path, work: Path) -> Path:
     if not shared.genai_installed():
         raise BaylingError("--variants genai needs onnxruntime-genai and onnx_ir "
                            "(pip install onnxruntime-genai onnx_ir)")
-    return shared.build_artifact(shared.Artifact("ort-genai int4", "genai", "int4"), checkpoint, work)
+    return shared.build_artifact(shared.Artifact(GENAI_LABEL, "genai", "int4"), checkpoint, work)
 
 
 ALWAYS = ("shipped", "q4_0")
@@ -192,7 +193,7 @@ VARIANTS = (
     Variant("4k", "int4 4k pages", "weights in 4 KiB pages (huge_pages false)", "onnx", shipped_int4,
             (("huge_pages", False),)),
     Variant("q4_0", BASELINE_LABEL, "baseline, llama.cpp defaults", "gguf", q4_0_gguf),
-    Variant("genai", "ort-genai int4", "the ORT GenAI builder's int4, its generator", "genai", genai_builder_int4),
+    Variant("genai", GENAI_LABEL, "the ORT GenAI builder's int4, its generator", "genai", genai_builder_int4),
 )
 DEFAULT_VARIANTS = ("shipped", "acc1", "bs128", "out8", "q4_0")
 """Without --variants: the knobs (`genai` is asked for by name: it needs onnxruntime-genai installed)."""
@@ -252,9 +253,9 @@ class Pass:
     decode_tps: dict[str, list[float]] = field(default_factory=dict)
     settings: dict[str, dict] = field(default_factory=dict)
 
-    def ratio_to_baseline(self, label: str) -> float:
-        """Median over rounds of this variant's decode / Q4_0's decode in the same round."""
-        return statistics.median(v / b for v, b in zip(self.decode_tps[label], self.decode_tps[BASELINE_LABEL]))
+    def ratio_to_baseline(self, label: str, baseline: str = BASELINE_LABEL) -> float:
+        """Median over rounds of this variant's decode / the baseline's (Q4_0's) decode in the same round."""
+        return statistics.median(v / b for v, b in zip(self.decode_tps[label], self.decode_tps[baseline]))
 
     def as_json(self) -> dict:
         return {
@@ -262,6 +263,8 @@ class Pass:
             "settings": self.settings,
             "decode_tps_median": {k: statistics.median(v) for k, v in self.decode_tps.items()},
             "ratio_to_q4_0": {k: self.ratio_to_baseline(k) for k in self.decode_tps},
+            **({"ratio_to_genai": {k: self.ratio_to_baseline(k, GENAI_LABEL) for k in self.decode_tps}}
+               if GENAI_LABEL in self.decode_tps else {}),
             "decode_tps_runs": self.decode_tps,
         }
 
@@ -302,14 +305,17 @@ def print_pass(variants: list[Variant], measured: Pass, sizes: dict[str, int], q
     print(f"\nthreads={measured.threads}; load average {measured.load_before} before, {measured.load_after} after")
     for label, settings in measured.settings.items():
         shown = {k: v for k, v in settings.items() if "accuracy" in k or "buffer" in k or "thread" in k
-                 or k in ("flash_attn", "cpu_features")}
+                 or k in ("flash_attn", "cpu_features", "huge_pages")}
         print(f"  settings {label}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
-    header = f"{'variant':<16}{'differs in':<46}{'MB':>7}{'decode tok/s':>14}{'x Q4_0':>8}  runs"
-    print(header + ("   KL      top-1" if quality else ""))
+    genai = GENAI_LABEL if GENAI_LABEL in measured.decode_tps else None  # a second column of ratios
+    width = max(len(v.label) for v in variants) + 2
+    header = f"{'variant':<{width}}{'differs in':<46}{'MB':>7}{'decode tok/s':>14}{'x Q4_0':>8}"
+    print(header + (f"{'x GenAI':>9}" if genai else "") + "  runs" + ("   KL      top-1" if quality else ""))
     for variant in variants:
         runs = measured.decode_tps[variant.label]
-        line = (f"{variant.label:<16}{variant.knob:<46}{sizes[variant.label] / 1e6:>7.1f}"
-                f"{statistics.median(runs):>14.1f}{measured.ratio_to_baseline(variant.label):>7.2f}x  "
+        line = (f"{variant.label:<{width}}{variant.knob:<46}{sizes[variant.label] / 1e6:>7.1f}"
+                f"{statistics.median(runs):>14.1f}{measured.ratio_to_baseline(variant.label):>7.2f}x"
+                + (f"{measured.ratio_to_baseline(variant.label, genai):>8.2f}x" if genai else "") + "  "
                 + " ".join(f"{r:.0f}" for r in runs))
         if quality and quality.get(variant.label):
             line += f"   {quality[variant.label]['kl_divergence']:.4f}  {quality[variant.label]['top1_agreement']:.1%}"
