@@ -219,30 +219,17 @@ def physical_cores() -> int:
     (llama.cpp's own default thread count, `cpu_get_num_physical_cores`). llama-cpp-python's default,
     half the logical CPUs, is half the cores on a machine without SMT (most VMs, 2-core boxes): decode
     then runs on one core of two."""
-    cores = core_cpu_sets()
-    if cores is None:
-        return _physical_cores_elsewhere(len(_allowed_cpus()))
-    return max(1, len(cores))
-
-
-def core_cpu_sets() -> list[frozenset[int]] | None:
-    """The logical CPUs of each physical core this process may run on (its CPU affinity), in CPU order;
-    None without Linux's sysfs topology (macOS, Windows)."""
-    cores: dict[str, set[int]] = {}
-    for cpu in _allowed_cpus():
-        try:
-            siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text()
-        except OSError:
-            return None
-        cores.setdefault(siblings.strip(), set()).add(cpu)
-    return [frozenset(cpus) for cpus in cores.values()]
-
-
-def _allowed_cpus() -> list[int]:
     try:
-        return sorted(os.sched_getaffinity(0))
+        allowed = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return list(range(os.cpu_count() or 1))
+        allowed = list(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in allowed:
+        try:
+            cores.add(Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text().strip())
+        except OSError:
+            return _physical_cores_elsewhere(len(allowed))
+    return max(1, len(cores))
 
 
 def _physical_cores_elsewhere(logical: int) -> int:

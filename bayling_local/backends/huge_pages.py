@@ -101,7 +101,7 @@ class Collapse:
     """What was asked of the kernel for one model's memory, filled in by the background thread."""
 
     requested: int = 0
-    """Bytes in whole huge pages of the memory that appeared while the model loaded."""
+    """Bytes in whole huge pages of the large, dense anonymous memory found once the model was loaded."""
     collapsed: int = 0
     """Bytes the kernel put in huge pages at once (MADV_COLLAPSE)."""
     advised: int = 0
