@@ -92,8 +92,8 @@ def accuracy_level_1(checkpoint: Path, work: Path) -> Path:
 
 
 def separate_gate_up(checkpoint: Path, work: Path) -> Path:
-    """The shipped export with each layer's packed gate+up MatMulNBits split back into two (as exports before
-    stop 24, and the GenAI builder's graph, have them): the same weights and logits, one kernel more a layer."""
+    """The shipped export with each layer's packed gate+up MatMulNBits split back into two (as earlier exports
+    and the GenAI builder's graph have them): the same weights and logits, one kernel more a layer."""
     return rewritten_shipped(checkpoint, work, "gate-up-apart", "gate and up as two MatMulNBits",
                              lambda proto, config: unpack_gate_up(proto), load_weights=True)
 

@@ -228,10 +228,10 @@ def load(artifact: Artifact, path: Path, threads: int):
 
         return LlamaCppBackend.load(path, options)
     from bayling_local.backends.onnxrt import OnnxRuntimeBackend
+    from bayling_local.bench.speed import wait_for_huge_pages
 
     backend = OnnxRuntimeBackend.load(path, options)
-    if backend.huge_pages is not None:  # measure the weights where they will stay
-        backend.huge_pages.done.wait()
+    wait_for_huge_pages(backend)  # measure the weights where they will stay
     return backend
 
 

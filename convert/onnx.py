@@ -425,7 +425,8 @@ def _layer(b: _Builder, source: Checkpoint, shape: LlamaShape, i: int, h: str, x
     key = f"{p}.post_attention_layernorm.weight"
     h, x = _residual_norm(b, o, x, _read(source, key), key, shape.rms_eps)
     # gate and up as one MatMul by [hidden, 2 * intermediate], split after: one kernel launch fewer per
-    # layer (SmolLM2-135M int4 at 2 threads: 0.96x -> 0.99x the GenAI builder's graph, same logits).
+    # layer, the same logits (SmolLM2-135M int4: 2-3% faster decode at 2 threads, nothing at 1;
+    # `benchmarks/onnx_int4_profile.py --variants shipped,apart`).
     gate_up_parts = [source.tensors[f"{p}.mlp.{n}_proj.weight"] for n in ("gate", "up")]
     gate_up = _matmul(b, h, f"{p}.mlp.gate_up_proj", f"{p}_gate_up_proj", gate_up_parts)
     sizes = b.const([part.rows for part in gate_up_parts])

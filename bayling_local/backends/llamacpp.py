@@ -387,8 +387,9 @@ def check_same_vocabulary(target_llm, draft_llm, draft_name: str) -> None:
 # entry cannot steer tensors off AMX alone, because an override to the CPU buffer type re-selects among
 # the extra types and picks AMX again (llama.cpp src/llama-model-loader.cpp, "when overriding to a CPU
 # buffer, consider the extra buffer types"), and CPU_REPACK, the only other x86 extra type, has no
-# kernels for most of these types (so pinning such a tensor to it crashes in its repack). On an AMX build quantized files therefore run
-# without weight repacking, correct but slower than llama.cpp's repacked Q4_0.
+# kernels for most of these types (so pinning such a tensor to it crashes in its repack). On an AMX
+# build quantized files therefore run without weight repacking, correct but slower than llama.cpp's
+# repacked Q4_0.
 AMX_KERNEL_TYPES = frozenset({"Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS"})
 ALL_LAYERS = 0x7FFFFFFF  # what Llama(n_gpu_layers=-1) stores: "every layer"
 
